@@ -16,6 +16,8 @@ from shared.validation.codes import Code
 from shared.validation.errors import ValidationError
 
 Read = Callable[[int], bytes]
+# Fills the buffer it is given from the front, as far as it can; returns the bytes written, 0 at the end.
+ReadInto = Callable[[memoryview], int]
 
 CHUNK_BYTES = 1024 * 1024
 PARQUET_BATCH_ROWS = 1024
@@ -38,7 +40,7 @@ class FileProblem(ValidationError):
 
 class LineBatch(NamedTuple):
     first_line: int
-    lines: list[bytes]
+    lines: list[bytes | memoryview]
     unterminated: bool = False
 
 
@@ -57,17 +59,17 @@ class _ReadOnly:
         raise OSError("the validator reads gzip streams front to back only")
 
 
-def gzip_read(read: Read) -> Read:
-    """`read` of a gzip stream, decompressed; corrupt or cut-off data becomes a `FileProblem`."""
+def gzip_readinto(read: Read) -> ReadInto:
+    """`readinto` of a gzip stream, decompressed; corrupt or cut-off data becomes a `FileProblem`."""
     inflated = gzip.GzipFile(fileobj=_ReadOnly(read), mode="rb")
 
-    def read_inflated(size: int) -> bytes:
+    def readinto_inflated(view: memoryview) -> int:
         try:
-            return inflated.read(size)
+            return inflated.readinto(view)
         except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
             raise FileProblem(Code.FILE_UNREADABLE, f"not a valid gzip stream: {exc}") from None
 
-    return read_inflated
+    return readinto_inflated
 
 
 def starts_with_wide_bom(data: bytes) -> bool:
@@ -75,61 +77,84 @@ def starts_with_wide_bom(data: bytes) -> bool:
     return data.startswith(_WIDE_BOMS)
 
 
-def _first_bytes(read: Read, chunk_bytes: int) -> bytes:
-    # Enough bytes to recognise a byte-order mark even from a stream that returns short reads.
-    chunk = read(chunk_bytes)
-    while chunk and len(chunk) < 4:
-        more = read(chunk_bytes)
-        if not more:
-            break
-        chunk += more
-    return chunk
-
-
 def iter_jsonl_batches(
-    read: Read, max_line_bytes: int, chunk_bytes: int = CHUNK_BYTES, file_start: bool = True
+    readinto: ReadInto, max_line_bytes: int, chunk_bytes: int = CHUNK_BYTES, file_start: bool = True
 ) -> Iterator[LineBatch]:
     """Complete lines (without their b"\\n") in batches; the first line loses a UTF-8 BOM.
 
+    The lines are memoryviews of one buffer that the reader fills again for the next batch: a
+    batch's lines are valid until the next batch is asked for (`bytes(line)` keeps one). Reading
+    into one buffer and slicing it spares a copy of every line and an allocation of every chunk.
     A line longer than `max_line_bytes` is skipped as it streams by and stands as `OVERLONG_LINE`.
     A final line without a newline comes alone in a batch marked `unterminated`. With `file_start`
-    false, `read` starts a range in the middle of a file, where byte-order marks are just bytes.
+    false, `readinto` starts a range in the middle of a file, where byte-order marks are just bytes.
     """
-    # No line inside one chunk can then be over the limit: only lines spanning chunks need checking.
-    chunk_bytes = min(chunk_bytes, max_line_bytes)
-    chunk = _first_bytes(read, chunk_bytes)
+    # A buffer of at most max_line_bytes + 1 bytes holds no complete line over the limit, and a full
+    # one without a newline holds the start of a line that is.
+    if max_line_bytes < len(_WIDE_BOMS[-1]):
+        raise ValueError(f"max_line_bytes={max_line_bytes}: the reader needs at least 4 to recognise a byte-order mark")
+    capacity_limit = max_line_bytes + 1
+    buffer = bytearray(max(len(_WIDE_BOMS[-1]), min(chunk_bytes, capacity_limit)))
+    view = memoryview(buffer)
+    filled = 0
+    start = 0
     if file_start:
-        if starts_with_wide_bom(chunk):
+        filled = _fill_at_least(readinto, view, len(_WIDE_BOMS[-1]))
+        if starts_with_wide_bom(buffer[:filled]):
             raise FileProblem(Code.FILE_NOT_UTF8, "file starts with a UTF-16/32 byte-order mark: save it as UTF-8")
-        if chunk.startswith(UTF8_BOM):
-            chunk = chunk[len(UTF8_BOM) :]
+        if buffer.startswith(UTF8_BOM) and filled >= len(UTF8_BOM):
+            start = len(UTF8_BOM)
     next_line = 1
-    pending: list[bytes] = []
-    pending_bytes = 0
     overlong = False
-    while chunk:
-        lines = chunk.split(b"\n")
-        tail = lines.pop()
-        if lines and (pending or overlong):
-            if overlong or pending_bytes + len(lines[0]) > max_line_bytes:
-                lines[0] = OVERLONG_LINE
-            else:
-                pending.append(lines[0])
-                lines[0] = b"".join(pending)
-            pending, pending_bytes, overlong = [], 0, False
+    searched = start
+    while True:
+        received = readinto(view[filled:]) if filled < len(buffer) else 0
+        end = filled + received
+        if end == searched:
+            break
+        find = buffer.find
+        lines: list[bytes | memoryview] = []
+        if overlong:
+            newline = find(b"\n", 0, end)
+            if newline < 0:
+                filled = searched = 0
+                continue
+            lines.append(OVERLONG_LINE)
+            start = searched = newline + 1
+            overlong = False
+        while (newline := find(b"\n", searched, end)) >= 0:
+            lines.append(view[start:newline])
+            start = searched = newline + 1
         if lines:
             yield LineBatch(next_line, lines)
             next_line += len(lines)
-        if tail and not overlong:
-            pending.append(tail)
-            pending_bytes += len(tail)
-            if pending_bytes > max_line_bytes:
-                pending, pending_bytes, overlong = [], 0, True
-        chunk = read(chunk_bytes)
+        tail = end - start
+        if start:
+            buffer[:tail] = buffer[start:end]
+        elif tail == len(buffer):
+            if len(buffer) >= capacity_limit:
+                overlong, tail = True, 0
+            else:
+                # A line longer than the buffer: a larger one, with this one's bytes, takes its place.
+                larger = bytearray(min(2 * len(buffer), capacity_limit))
+                larger[:tail] = buffer
+                buffer, view = larger, memoryview(larger)
+        filled, start, searched = tail, 0, tail
     if overlong:
         yield LineBatch(next_line, [OVERLONG_LINE], unterminated=True)
-    elif pending:
-        yield LineBatch(next_line, [b"".join(pending)], unterminated=True)
+    elif filled > start:
+        yield LineBatch(next_line, [view[start:filled]], unterminated=True)
+
+
+def _fill_at_least(readinto: ReadInto, view: memoryview, size: int) -> int:
+    # Enough bytes to recognise a byte-order mark even from a stream that returns short reads.
+    filled = 0
+    while filled < size:
+        received = readinto(view[filled:])
+        if not received:
+            break
+        filled += received
+    return filled
 
 
 def _seekable(stream: IO[bytes]) -> bool:

@@ -7,8 +7,7 @@ to the full message-by-message check, which alone decides what the findings are.
 
 from __future__ import annotations
 
-from itertools import compress
-from operator import not_
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from shared.validation.codes import Code
@@ -19,6 +18,8 @@ Issue = tuple[Code, str]
 TOOL_ROLE = "tool"
 MESSAGE_KEYS = frozenset({"role", "content", "name", "weight", "tool_calls", "tool_call_id"})
 _SHOWN_CHARS = 40
+_ROLE = itemgetter("role")
+_CONTENT = itemgetter("content")
 
 
 class RowFacts(NamedTuple):
@@ -129,21 +130,18 @@ def ordinary_facts(messages: list[Any]) -> OrdinaryFacts | None:
         # Exactly two keys each, and both role and content present: nothing else, nothing missing.
         if count < 2 or sum(map(len, messages)) != 2 * count:
             return None
-        roles = [message["role"] for message in messages]
-        contents = [message["content"] for message in messages]
+        roles = list(map(_ROLE, messages))
+        contents = list(map(_CONTENT, messages))
         # str methods through map raise TypeError for a content that is not a string.
         if not all(contents) or any(map(str.isspace, contents)):
             return None
-        ascii_flags = list(map(str.isascii, contents))
+        all_ascii = all(map(str.isascii, contents))
     except (KeyError, TypeError):
         return None
     system_first = roles[0] == "system"
     if (count - system_first) % 2 or roles != _alternating(count, system_first):
         return None
-    sizes = list(map(len, contents))
-    if not all(ascii_flags):
-        for index in compress(range(count), map(not_, ascii_flags)):
-            sizes[index] = utf8_size(contents[index])
+    sizes = list(map(len, contents)) if all_ascii else list(map(utf8_size, contents))
     content_bytes = sum(sizes)
     assistant_bytes = sum(sizes[system_first + 1 :: 2])
     fingerprint = hash((contents[system_first], count, content_bytes, assistant_bytes))

@@ -7,13 +7,14 @@ memory does not grow with a file's size (the hash sets grow with its row count, 
 
 from __future__ import annotations
 
+import io
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 import orjson
 
@@ -27,7 +28,8 @@ from shared.validation.readers import (
     OVERLONG_LINE,
     FileProblem,
     LineBatch,
-    gzip_read,
+    ReadInto,
+    gzip_readinto,
     iter_jsonl_batches,
     iter_parquet_batches,
 )
@@ -88,11 +90,12 @@ def _byte_ranges(source: DatasetSource, workers: int | None) -> list[ByteRange]:
 
 
 class _GuardedRead:
-    """`stream.read` that counts bytes, stops after `limit` of them, and turns foreign exceptions into
-    `SourceReadError`."""
+    """`stream.read` and `readinto` that count bytes, stop after `limit` of them, and turn foreign
+    exceptions into `SourceReadError`."""
 
     def __init__(self, stream: IO[bytes], name: str, limit: int | None = None) -> None:
         self._read = stream.read
+        self._readinto: ReadInto | None = cast(io.RawIOBase, stream).readinto if _fills_buffers(stream) else None
         self._name = name
         self._limit = limit
         self.bytes = 0
@@ -114,6 +117,37 @@ class _GuardedRead:
             chunk = bytes(chunk)
         self.bytes += len(chunk)
         return chunk
+
+    def readinto(self, view: memoryview) -> int:
+        """Fill `view` from the front with the stream's next bytes; the number written, 0 at the end."""
+        if self._limit is not None:
+            room = self._limit - self.bytes
+            if room <= 0:
+                return 0
+            view = view[:room]
+        if self._readinto is None:
+            chunk = self(len(view))
+            if len(chunk) > len(view):
+                raise SourceReadError(f"{self._name}: the stream returned more bytes than were asked for")
+            view[: len(chunk)] = chunk
+            return len(chunk)
+        try:
+            received = self._readinto(view)
+        except AutopilotError:
+            raise
+        except Exception as exc:
+            raise SourceReadError(f"{self._name}: cannot read: {exc}") from exc
+        if received is None:
+            raise SourceReadError(f"{self._name}: the stream has no data ready (a non-blocking stream cannot be read)")
+        self.bytes += received
+        return received
+
+
+def _fills_buffers(stream: IO[bytes]) -> bool:
+    """True for files and the io module's streams, which read into a buffer themselves; any other
+    stream's `read` is copied in (a raw stream that defines only `read` cannot `readinto`)."""
+    readinto = getattr(type(stream), "readinto", None)
+    return isinstance(stream, io.IOBase) and readinto is not None and readinto is not io.RawIOBase.readinto
 
 
 class _DatasetScan:
@@ -172,7 +206,7 @@ class _DatasetScan:
                 if file.format == "parquet":
                     scanner.scan_parquet(stream, read)
                 else:
-                    scanner.scan_jsonl(gzip_read(read) if file.format == "jsonl.gz" else read)
+                    scanner.scan_jsonl(gzip_readinto(read) if file.format == "jsonl.gz" else read.readinto)
             except FileProblem as problem:
                 self.file_error(file, problem.code, problem.message)
             if file.format != "parquet":
@@ -315,16 +349,16 @@ class _FileScan:
         self.encoding_bad_rows = 0
         self.looks_gzipped = False
 
-    def scan_jsonl(self, read: Callable[[int], bytes], file_start: bool = True) -> int:
-        """Scan the lines `read` returns; the number of lines read."""
+    def scan_jsonl(self, readinto: ReadInto, file_start: bool = True) -> int:
+        """Scan the lines `readinto` gives; the number of lines read."""
         loads = orjson.loads
         decode_error = orjson.JSONDecodeError
         take = self.hot_path()
         out = self.out
         number = 0
-        for batch in iter_jsonl_batches(read, self.dataset.options.max_line_bytes, file_start=file_start):
+        for batch in iter_jsonl_batches(readinto, self.dataset.options.max_line_bytes, file_start=file_start):
             number = batch.first_line - 1
-            kept: list[bytes] | None = [] if out is not None else None
+            kept: list[bytes | memoryview] | None = [] if out is not None else None
             for line in batch.lines:
                 number += 1
                 try:
@@ -370,11 +404,12 @@ class _FileScan:
         except Exception as exc:
             raise CleanOutputError(f"{self.name}: cannot write the cleaned copy: {exc}") from exc
 
-    def unparsable(self, line: bytes, number: int, batch: LineBatch, exc: Exception) -> None:
+    def unparsable(self, line: bytes | memoryview, number: int, batch: LineBatch, exc: Exception) -> None:
         if line is OVERLONG_LINE:
             limit = self.dataset.options.max_line_bytes
             self.bad_row(number, Code.LINE_TOO_LONG, f"line is longer than {limit:,} bytes; skipped unread")
             return
+        line = bytes(line)
         if not line.strip():
             self.file.blank_lines += 1
             return
@@ -557,7 +592,7 @@ def _scan_range(
     statistics = dataset.statistics[source.split] = SplitStatistics()
     scanner = _FileScan(dataset, file, source.split, out, KeptRows())
     read = _GuardedRead(stream, source.name, limit=end - start)
-    lines = scanner.scan_jsonl(read, file_start=start == 0)
+    lines = scanner.scan_jsonl(read.readinto, file_start=start == 0)
     file.bytes_read = read.bytes
     assert scanner.kept is not None
     return _RangeScan(
@@ -691,13 +726,13 @@ def _append_copy(copy: IO[bytes], out: IO[bytes] | None, name: str) -> None:
         raise CleanOutputError(f"{name}: cannot write the cleaned copy: {exc}") from exc
 
 
-def _without_cr(line: bytes) -> bytes:
+def _without_cr(line: bytes | memoryview) -> bytes:
     """The line without carriage returns, which some JSONL readers take for line breaks.
 
     A raw CR cannot sit inside a JSON string: it is whitespace between tokens, usually of a CR LF
     line ending, and a row that has one elsewhere is written anew.
     """
-    line = line.rstrip(b"\r")
+    line = bytes(line).rstrip(b"\r")
     return orjson.dumps(orjson.loads(line)) if b"\r" in line else line
 
 
