@@ -13,6 +13,7 @@ of every process's peak, an upper bound). pandas and the plain loop run in one p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -22,8 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -33,7 +35,15 @@ CONTENDERS = {
     "plain": "plain loop: for line in file: orjson.loads(line) (1 process)",
     "validator": "validate_dataset (no cleaned copy)",
     "validator_clean": "validate_dataset + cleaned copy",
+    "validator_1proc": "validate_dataset in 1 process (workers=1)",
 }
+# With --azurite: what the validate stage does, reading the file as a blob stream from Azurite.
+BLOB_CONTENDERS = {
+    "download": "download the blob from Azurite only (1 process)",
+    "validator_blob": "validate_dataset on the blob stream (the validate stage's path)",
+}
+BLOB_CONTAINER = "validate-bench"
+BLOB_CONNECTION = "VALIDATE_BENCH_BLOB_CONNECTION"
 TARGET_PANDAS_SPEEDUP = 8.0
 TARGET_PLAIN_RATIO = 2.0
 TARGET_PEAK_MB = 150.0
@@ -123,7 +133,7 @@ def _peak_rss_mb() -> float:
 
 def _processes(name: str, path: Path) -> int:
     """How many processes a contender uses on `path`, its own included."""
-    if not name.startswith("validator"):
+    if name not in ("validator", "validator_clean"):
         return 1
     from shared.validation import DatasetSource, planned_processes
 
@@ -146,16 +156,39 @@ def _run_plain(path: Path) -> int:
     return rows
 
 
-def _run_validator(path: Path, clean: bool = False) -> int:
+def _run_validator(path: Path, clean: bool = False, workers: int | None = None) -> int:
     from shared.validation import DatasetSource, validate_dataset
 
     source = DatasetSource.from_path(path, split="train")
     if not clean:
-        report = validate_dataset([source])
+        report = validate_dataset([source], workers=workers)
     else:
         with tempfile.TemporaryDirectory() as folder, open(os.path.join(folder, "clean.jsonl"), "wb") as out:
             report = validate_dataset([source], clean_output=lambda _source: out)
     return sum(file.rows for file in report.files)
+
+
+def _blob_store() -> Any:
+    from shared.storage import AzureBlobStore
+
+    return AzureBlobStore(os.environ[BLOB_CONNECTION])
+
+
+def _run_download(path: Path) -> int:
+    with _blob_store().open_read(BLOB_CONTAINER, path.name) as stream:
+        size = 0
+        while chunk := stream.read(1024 * 1024):
+            size += len(chunk)
+    return size
+
+
+def _run_validator_blob(path: Path) -> int:
+    from functools import partial
+
+    from shared.validation import DatasetSource, validate_dataset
+
+    source = DatasetSource(path.name, "train", partial(_blob_store().open_read, BLOB_CONTAINER, path.name))
+    return sum(file.rows for file in validate_dataset([source]).files)
 
 
 RUNNERS: dict[str, Callable[[Path], int]] = {
@@ -163,6 +196,9 @@ RUNNERS: dict[str, Callable[[Path], int]] = {
     "plain": _run_plain,
     "validator": _run_validator,
     "validator_clean": lambda path: _run_validator(path, clean=True),
+    "validator_1proc": lambda path: _run_validator(path, workers=1),
+    "download": _run_download,
+    "validator_blob": _run_validator_blob,
 }
 
 
@@ -201,12 +237,12 @@ def _child(name: str, path: Path) -> dict[str, float]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def measure(path: Path, repeats: int) -> dict[str, dict[str, float]]:
+def measure(path: Path, repeats: int, names: list[str]) -> dict[str, dict[str, float]]:
     """Each contender in fresh subprocesses, interleaved round by round so that a busy spell on the
     machine hits them all alike; keeps each one's best time and its highest peak memory."""
     figures: dict[str, dict[str, float]] = {}
     for _ in range(repeats):
-        for name in RUNNERS:
+        for name in names:
             result = _child(name, path)
             best = figures.setdefault(name, result)
             best["peak_rss_mb"] = max(best["peak_rss_mb"], result["peak_rss_mb"])
@@ -223,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run on 5 and 20 MB files")
     parser.add_argument("--repeats", type=int, default=3, help="runs per contender, best time kept (default 3)")
     parser.add_argument("--keep", type=Path, help="generate into this folder and keep the files")
+    parser.add_argument(
+        "--azurite",
+        action="store_true",
+        help="also start Azurite, upload each file, and time the validate stage's path: the file as a blob stream",
+    )
     parser.add_argument("--contender", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -231,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sizes = [5.0, 20.0] if args.quick else [float(size) for size in args.sizes_mb.split(",")]
-    with tempfile.TemporaryDirectory(prefix="validate-bench-") as scratch:
+    names = list(CONTENDERS) + (list(BLOB_CONTENDERS) if args.azurite else [])
+    with tempfile.TemporaryDirectory(prefix="validate-bench-") as scratch, _azurite(args.azurite, Path(scratch)):
         folder = args.keep or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
         results: list[tuple[float, int, int, dict[str, dict[str, float]]]] = []
@@ -243,7 +285,10 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"generated {path.name}: {path.stat().st_size / 1e6:.0f} MB, {rows:,} rows in {took:.0f} s", flush=True
             )
-            figures = measure(path, args.repeats)
+            if args.azurite:
+                with path.open("rb") as data:
+                    _blob_store().upload(BLOB_CONTAINER, path.name, data)
+            figures = measure(path, args.repeats, names)
             results.append((size, path.stat().st_size, rows, figures))
             path.unlink() if args.keep is None else None
     print()
@@ -269,7 +314,7 @@ def _table(results: list[tuple[float, int, int, dict[str, dict[str, float]]]]) -
             lines.append(
                 [
                     f"{size_bytes / 1e6:.0f} MB, {rows:,} rows",
-                    CONTENDERS[name],
+                    {**CONTENDERS, **BLOB_CONTENDERS}[name],
                     f"{figure['processes']:.0f}",
                     f"{figure['seconds']:.2f}",
                     f"{figure['cpu_seconds']:.2f}",
@@ -296,11 +341,39 @@ def _table(results: list[tuple[float, int, int, dict[str, dict[str, float]]]]) -
             f"(cleaned copy {figures['validator_clean']['peak_rss_mb']:.0f} MB; target < {TARGET_PEAK_MB:g} MB) "
             f"{_verdict(max(validator['peak_rss_mb'], figures['validator_clean']['peak_rss_mb']) < TARGET_PEAK_MB)}"
         )
+        alone = figures["validator_1proc"]
+        also = [f"in 1 process {pandas['seconds'] / alone['seconds']:.1f}x pandas, peak {alone['peak_rss_mb']:.0f} MB"]
+        if "validator_blob" in figures:
+            blob, download = figures["validator_blob"], figures["download"]
+            also.append(
+                f"from an Azurite blob stream {pandas['seconds'] / blob['seconds']:.1f}x pandas "
+                f"({blob['seconds'] / download['seconds']:.2f}x the download alone), peak {blob['peak_rss_mb']:.0f} MB"
+            )
+        checks.append(f"{size_bytes / 1e6:.0f} MB, not a target: " + "; ".join(also))
     parser_note = (
         f"JSON parser of the validator and the plain loop: orjson {orjson.__version__}; "
         f"Python {sys.version.split()[0]}; {os.cpu_count()} CPUs"
     )
     return "\n".join([*rendered, "", *checks, parser_note])
+
+
+@contextlib.contextmanager
+def _azurite(wanted: bool, scratch: Path) -> Iterator[None]:
+    """An Azurite on free ports, its connection string in the environment the contenders inherit."""
+    if not wanted:
+        yield
+        return
+    from autopilot.local.processes import free_port, start_azurite
+    from shared.settings import azurite_connection_string
+
+    ports = (free_port(), free_port(), free_port())
+    process = start_azurite(ports, scratch / "azurite.log", scratch / "azurite")
+    os.environ[BLOB_CONNECTION] = azurite_connection_string(*ports)
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def _verdict(passed: bool) -> str:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import queue
+import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Protocol, cast
 
 from shared.errors import TransientError
 
@@ -31,43 +34,87 @@ class BlobStore(Protocol):
     def url(self, container: str, name: str) -> str: ...
 
 
-class _DownloadStream:
-    """File-like wrapper over a blob download, read chunk by chunk (memory does not grow with size)."""
+# Chunks a blob download fetches ahead of its reader: what that costs in memory is bounded
+# (`_PREFETCH_CHUNKS` x `_DOWNLOAD_CHUNK_BYTES`), and downloading overlaps with reading.
+_PREFETCH_CHUNKS = 2
+_DOWNLOAD_CHUNK_BYTES = 4 * 1024 * 1024
+_END = object()
 
-    def __init__(self, downloader) -> None:  # type: ignore[no-untyped-def]
-        self._chunks = downloader.chunks()
-        self._buffer = b""
-        self.closed = False
+
+class DownloadStream(io.RawIOBase):
+    """A readable stream over a blob's chunks (anything with `chunks()`, as the SDK's downloader has).
+
+    A background thread fetches the next chunks while the reader works on the current one, at most
+    `_PREFETCH_CHUNKS` ahead, so memory does not grow with the blob's size. An error of the
+    download is raised to the reader as a `TransientError` naming the blob. Closing the stream
+    stops the thread.
+    """
+
+    def __init__(self, downloader: Any, blob: str) -> None:
+        super().__init__()
+        self._blob = blob
+        self._ahead: queue.Queue[object] = queue.Queue(maxsize=_PREFETCH_CHUNKS)
+        self._current = memoryview(b"")
+        self._ended = False
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._fetch, args=(downloader,), name=f"download {blob}", daemon=True)
+        self._thread.start()
+
+    def _fetch(self, downloader: Any) -> None:
+        try:
+            for chunk in downloader.chunks():
+                if not self._hand_over(chunk):
+                    return
+        except Exception as exc:  # the reader raises it, as a TransientError where it is the service's
+            self._hand_over(exc)
+            return
+        self._hand_over(_END)
+
+    def _hand_over(self, item: object) -> bool:
+        while not self._stopping.is_set():
+            try:
+                self._ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            rest = self._buffer + b"".join(self._chunks)
-            self._buffer = b""
-            return rest
-        while len(self._buffer) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buffer += chunk
-        out, self._buffer = self._buffer[:size], self._buffer[size:]
-        return out
-
-    def readinto(self, target: bytearray | memoryview) -> int:
-        data = self.read(len(target))
-        target[: len(data)] = data
-        return len(data)
+    def readinto(self, target: Any) -> int:
+        """Copy the next bytes into `target`: at most the rest of the current chunk; 0 at the end."""
+        while not self._current:
+            if self._ended or self.closed:
+                return 0
+            item = self._ahead.get()
+            if item is _END:
+                self._ended = True
+                return 0
+            if isinstance(item, BaseException):
+                self._ended = True
+                raise _download_error(item, self._blob)
+            self._current = memoryview(cast(bytes, item))
+        size = min(len(target), len(self._current))
+        target[:size] = self._current[:size]
+        self._current = self._current[size:]
+        return size
 
     def close(self) -> None:
-        self.closed = True
+        self._stopping.set()
+        self._current = memoryview(b"")
+        super().close()
+        self._thread.join(timeout=5)
 
-    def __enter__(self) -> _DownloadStream:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def _download_error(error: BaseException, blob: str) -> BaseException:
+    from azure.core.exceptions import AzureError
+
+    if isinstance(error, (AzureError, ConnectionError, TimeoutError)):
+        transient = TransientError(f"the download of blob {blob} broke off: {error}")
+        transient.__cause__ = error
+        return transient
+    return error
 
 
 class AzureBlobStore:
@@ -76,7 +123,13 @@ class AzureBlobStore:
     def __init__(self, connection_string: str) -> None:
         from azure.storage.blob import BlobServiceClient
 
-        self._service = BlobServiceClient.from_connection_string(connection_string)
+        # The first GET of a download fetches max_single_get_size bytes (32 MiB by default) before the
+        # reader sees any: smaller gets let reading start sooner and bound the download's memory.
+        self._service = BlobServiceClient.from_connection_string(
+            connection_string,
+            max_single_get_size=_DOWNLOAD_CHUNK_BYTES,
+            max_chunk_get_size=_DOWNLOAD_CHUNK_BYTES,
+        )
         self._containers_made: set[str] = set()
 
     def list_blobs(self, container: str, prefix: str) -> list[BlobInfo]:
@@ -100,7 +153,7 @@ class AzureBlobStore:
             downloader = self._service.get_blob_client(container, name).download_blob(max_concurrency=1)
         except AzureError as exc:
             raise TransientError(f"could not read blob {container}/{name}: {exc}") from exc
-        return _DownloadStream(downloader)  # type: ignore[return-value]
+        return cast(BinaryIO, DownloadStream(downloader, f"{container}/{name}"))
 
     def upload(self, container: str, name: str, data: bytes | IO[bytes], content_type: str = "") -> BlobInfo:
         from azure.core.exceptions import AzureError, ResourceExistsError
