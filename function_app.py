@@ -10,9 +10,11 @@ from functions import (
     cleanup_idle_endpoints,
     dataset_arrival,
     deploy_model,
+    endpoints_api,
     ml_job_events,
     promote_deployment,
     register_model,
+    restore_endpoint,
     runs_api,
     settle_dataset,
     smoke_test,
@@ -34,6 +36,8 @@ for stage in (
     smoke_test,
     promote_deployment,
     cleanup_idle_endpoints,
+    restore_endpoint,
     runs_api,
+    endpoints_api,
 ):
     app.register_functions(stage.bp)

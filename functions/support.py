@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -50,22 +50,31 @@ def hand_on(out: func.Out[str], message: QueueMessage | None) -> None:
 
 
 @contextmanager
-def recorded_on_last_try(run_id: str, dequeue_count: int | None) -> Iterator[None]:
-    """Let errors through for the queue to retry; on the last try, record the failure on the run first."""
+def recorded_on_last_try(
+    run_id: str, dequeue_count: int | None, give_up: Callable[[str, PermanentError], None] | None = None
+) -> Iterator[None]:
+    """Let errors through for the queue to retry; on the last try, record the failure on the run first.
+
+    `give_up(run_id, error)` records it; by default the run ends failed.
+    """
     try:
         yield
     except Exception as exc:
         if (dequeue_count or 1) >= max_dequeue_count():
-            from shared.bootstrap import stage_context
-            from shared.stages.context import fail_run
-
             kind = "transient error" if isinstance(exc, TransientError) else type(exc).__name__
             error = PermanentError(
                 f"gave up after {dequeue_count} tries; last {kind}: {exc}. The message is in the poison queue.",
                 category="retries_exhausted",
             )
             try:
-                fail_run(stage_context(), run_id, error)
+                (give_up or _fail_run)(run_id, error)
             except Exception:
                 log.exception("could not record the failure of run %s", run_id)
         raise
+
+
+def _fail_run(run_id: str, error: PermanentError) -> None:
+    from shared.bootstrap import stage_context
+    from shared.stages.context import fail_run
+
+    fail_run(stage_context(), run_id, error)

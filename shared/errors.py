@@ -74,3 +74,15 @@ class DeploymentFailedError(PermanentError):
 
 class SmokeTestFailedError(PermanentError):
     category = "smoke_test"
+
+
+class NothingToRestoreError(NotFoundError):
+    """No run of this app served the endpoint when the idle cleanup deleted it."""
+
+    category = "restore"
+
+
+class RestoreFailedError(PermanentError):
+    """An endpoint deleted as idle could not be brought back."""
+
+    category = "restore"

@@ -21,8 +21,18 @@ REGISTER_QUEUE = "register-model"
 DEPLOY_QUEUE = "deploy-model"
 SMOKE_TEST_QUEUE = "smoke-test"
 PROMOTE_QUEUE = "promote-deployment"
+RESTORE_QUEUE = "restore-endpoint"
 
-ALL_QUEUES = (SETTLE_QUEUE, VALIDATE_QUEUE, SUBMIT_QUEUE, REGISTER_QUEUE, DEPLOY_QUEUE, SMOKE_TEST_QUEUE, PROMOTE_QUEUE)
+ALL_QUEUES = (
+    SETTLE_QUEUE,
+    VALIDATE_QUEUE,
+    SUBMIT_QUEUE,
+    REGISTER_QUEUE,
+    DEPLOY_QUEUE,
+    SMOKE_TEST_QUEUE,
+    PROMOTE_QUEUE,
+    RESTORE_QUEUE,
+)
 
 M = TypeVar("M", bound="QueueMessage")
 
@@ -111,4 +121,12 @@ class SmokeTestDeployment(QueueMessage):
 @dataclass(frozen=True)
 class PromoteDeployment(QueueMessage):
     queue: ClassVar[str] = PROMOTE_QUEUE
+    run_id: str
+
+
+@dataclass(frozen=True)
+class RestoreEndpoint(QueueMessage):
+    """Bring back the endpoint of this run, deleted as idle, with the run's model on it."""
+
+    queue: ClassVar[str] = RESTORE_QUEUE
     run_id: str

@@ -1,4 +1,5 @@
-"""`autopilot endpoints [--json]`, `autopilot endpoint-key NAME`, `autopilot chat ENDPOINT MESSAGE`: served models."""
+"""`autopilot endpoints [--json]`, `autopilot endpoint-key NAME`, `autopilot chat ENDPOINT MESSAGE`,
+`autopilot restore ENDPOINT [--no-wait]`: served models."""
 
 from __future__ import annotations
 
@@ -27,6 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     chat.add_argument("--temperature", type=float, default=0.6)
     chat.add_argument("--greedy", action="store_true", help="no sampling: the most likely answer")
     chat.set_defaults(func=chat_once)
+    restore = subparsers.add_parser(
+        "restore", help="bring back an endpoint the idle cleanup deleted, with the model its last live run served"
+    )
+    restore.add_argument("endpoint", metavar="ENDPOINT")
+    restore.add_argument("--no-wait", action="store_true", help="ask for it and return; do not wait until it serves")
+    restore.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds to wait for it to serve again (default 900)"
+    )
+    restore.set_defaults(func=restore_endpoint)
 
 
 def _backend() -> MLBackend:
@@ -110,9 +120,72 @@ def chat_once(args: argparse.Namespace) -> int:
     if args.greedy:
         parameters["do_sample"] = False
     request = chat_request([{"role": "user", "content": args.message}], parameters)
+    backend = _backend()
     try:
-        print(response_text(_backend().score(args.endpoint, request, args.deployment)))
+        print(response_text(backend.score(args.endpoint, request, args.deployment)))
+    except AutopilotError as exc:
+        print(str(exc), file=sys.stderr)
+        if backend.get_endpoint(args.endpoint) is None:
+            print(_deleted_hint(args.endpoint), file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def _deleted_hint(endpoint: str) -> str:
+    from autopilot.commands.common import cli_settings, open_ledger
+    from shared.errors import AutopilotError
+    from shared.stages.restore import run_to_restore
+
+    try:
+        run = run_to_restore(open_ledger(cli_settings()), endpoint)
+    except AutopilotError:
+        return f"endpoint {endpoint} does not exist"
+    return (
+        f"endpoint {endpoint} was deleted by the idle cleanup ({run.endpoint_state}); "
+        f"bring it back with: autopilot restore {endpoint}"
+    )
+
+
+def restore_endpoint(args: argparse.Namespace) -> int:
+    """Send `RestoreEndpoint` for the endpoint's last live run; wait until it serves again unless told not to."""
+    import time
+
+    from autopilot.commands.common import cli_settings, open_ledger
+    from shared.errors import AutopilotError
+    from shared.queueing import StorageQueueSender
+    from shared.stages.restore import RESTORE_FAILED, request_restore
+
+    settings = cli_settings()
+    ledger = open_ledger(settings)
+    try:
+        run, command = request_restore(ledger, args.endpoint)
+        if command is None:
+            print(f"endpoint {args.endpoint} is live already (run {run.run_id}, {run.scoring_uri})")
+            return 0
+        StorageQueueSender(settings.storage_connection).send(command)
     except AutopilotError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_FAILED
-    return 0
+    print(
+        f"restoring endpoint {args.endpoint}: model {run.model_name}:{run.model_version} as deployment "
+        f"{run.deployment_name} (run {run.run_id}); the function app does the work"
+    )
+    if args.no_wait:
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        current = ledger.get(run.run_id)
+        state = current.endpoint_state if current else ""
+        if state == "live":
+            print(f"endpoint {args.endpoint} is live again: {current.scoring_uri if current else ''}")
+            return 0
+        if state.startswith(RESTORE_FAILED):
+            print(f"endpoint {args.endpoint} could not be restored: {state}", file=sys.stderr)
+            return EXIT_FAILED
+        time.sleep(1.0)
+    print(
+        f"endpoint {args.endpoint} is not serving after {args.timeout:.0f} s; is the function app running? "
+        f"(autopilot up; autopilot run {run.run_id})",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED

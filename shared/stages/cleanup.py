@@ -8,6 +8,9 @@ from shared.ledger import iso
 from shared.ml.port import MANAGED_BY_TAG, MANAGED_BY_VALUE
 from shared.stages.context import StageContext, log, mark_live_runs
 
+# The state a deleted endpoint's live run is left in; `autopilot restore` brings the endpoint back.
+DELETED_IDLE = "deleted_idle"
+
 
 def clean_up_idle_endpoints(ctx: StageContext) -> list[str]:
     """Delete managed endpoints older than the idle window with no request in it; return their names.
@@ -33,5 +36,5 @@ def clean_up_idle_endpoints(ctx: StageContext) -> list[str]:
         )
         ctx.backend.delete_endpoint(endpoint.name)
         deleted.append(endpoint.name)
-        mark_live_runs(ctx, endpoint.name, f"deleted_idle {iso(now)}")
+        mark_live_runs(ctx, endpoint.name, f"{DELETED_IDLE} {iso(now)}")
     return deleted

@@ -111,7 +111,7 @@ def _deploy(run: Run, ctx: StageContext) -> SmokeTestDeployment | None:
         )
     # Check soon at first (small models deploy in seconds), then back off to the poll setting.
     delay = min(ctx.settings.deployment_poll_seconds, max(2.0, waited_minutes * 30))
-    if _schedule_check(ctx, run.run_id, ctx.clock() + timedelta(seconds=delay)):
+    if schedule_check(ctx, run.run_id, ctx.clock() + timedelta(seconds=delay)):
         ctx.sender.send(DeployModel(run.run_id), delay_seconds=delay)
         log.info(
             "run %s: deployment %s is %s; checking again in %.0f s",
@@ -123,7 +123,7 @@ def _deploy(run: Run, ctx: StageContext) -> SmokeTestDeployment | None:
     return None
 
 
-def _schedule_check(ctx: StageContext, run_id: str, due: datetime) -> bool:
+def schedule_check(ctx: StageContext, run_id: str, due: datetime) -> bool:
     """Claim the next deployment check (compare-and-swap), so duplicate deliveries keep one chain of checks."""
     run = ctx.ledger.get(run_id)
     if run is None or (run.deploy_check_due and ctx.clock() < parse_iso(run.deploy_check_due) - CHECK_SLACK):

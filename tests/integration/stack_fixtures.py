@@ -56,9 +56,9 @@ def finished_runs(stack: LocalStack) -> list[Run]:
     return [run for run in ledger_of(stack).list_runs() if run.finished]
 
 
-def http_json(url: str) -> tuple[int, Any]:
+def http_json(url: str, method: str = "GET") -> tuple[int, Any]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=10) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())

@@ -14,6 +14,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,13 @@ from shared.ml.local.backend import LocalMLBackend
 from shared.ml.local.weights import build_tiny_model
 from shared.ml.port import RUN_TAG, ModelRegistration
 from shared.ml.scoring import chat_request, response_text
-from shared.settings import AZURITE_KEY
+from shared.settings import AZURITE_KEY, Settings
+from shared.stages.cleanup import clean_up_idle_endpoints
+from shared.stages.context import StageContext
 from shared.storage import AzureBlobStore
-from tests.integration.stack_fixtures import finished_runs, start_stack, wait_for
+from shared.timestamps import utc_now
+from tests.fakes import FakeBlobStore, FakeFolderTracker, FakeMessageSender
+from tests.integration.stack_fixtures import finished_runs, http_json, ledger_of, start_stack, wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,6 +170,41 @@ def test_registering_again_returns_the_same_version_and_requests_are_counted(
     assert endpoint is not None and endpoint.created_at is not None
     counts = backend.requests_per_minute(live_run.endpoint_name, endpoint.created_at)
     assert sum(counts[live_run.deployment_name]) >= 4
+
+
+def test_an_endpoint_deleted_as_idle_comes_back_on_demand(stack: LocalStack, live_run: Run, tiny_model: Path) -> None:
+    # GIVEN the live endpoint, idle for two hours by the cleanup's clock
+    name = live_run.endpoint_name
+    state = stack.load()
+    assert state is not None
+    settings = Settings.from_env({**stack.child_env(state), "AUTOPILOT_IDLE_ENDPOINT_MINUTES": "60"})
+    later = StageContext(
+        settings,
+        ledger_of(stack),
+        FakeBlobStore(),
+        FakeFolderTracker(),
+        FakeMessageSender(),
+        backend_of(stack, tiny_model),
+        clock=lambda: utc_now() + timedelta(hours=2),
+    )
+    assert clean_up_idle_endpoints(later) == [name]
+    # WHEN someone chats with it THEN they are told it was deleted and how to bring it back
+    chat = cli(stack, "chat", name, "Ahoy?", "--max-new-tokens", "4")
+    assert chat.returncode == 1 and f"bring it back with: autopilot restore {name}" in chat.stderr
+    # WHEN they ask for it back THEN it serves the same model again, with a new key
+    restored = cli(stack, "restore", name, "--timeout", "100")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert f"endpoint {name} is live again" in restored.stdout
+    run = ledger_of(stack).get(live_run.run_id)
+    assert run is not None and run.endpoint_state == "live" and "restored" in run.stage_times
+    key = cli(stack, "endpoint-key", name).stdout.strip()
+    request = chat_request([{"role": "user", "content": "Ahoy?"}], {"max_new_tokens": 4})
+    status, _, headers = post(run.scoring_uri, request, {"Authorization": f"Bearer {key}"})
+    assert status == 200 and headers["azureml-model-deployment"] == live_run.deployment_name
+    # AND the HTTP API says it is live already, and names an endpoint it never deleted
+    assert http_json(f"{state.functions_url}/api/endpoints/{name}/restore", "POST")[0] == 200
+    status, body = http_json(f"{state.functions_url}/api/endpoints/never-made/restore", "POST")
+    assert status == 404 and "no run of this app has deployed to endpoint never-made" in body["error"]
 
 
 def test_endpoints_come_back_after_the_stack_restarts_and_deleting_frees_the_port(

@@ -42,5 +42,8 @@ def test_every_stage_is_its_own_function_with_the_expected_trigger() -> None:
         "cleanup_idle_endpoints": ("timerTrigger", None),
         "list_runs": ("httpTrigger", "runs"),
         "get_run": ("httpTrigger", "runs/{run_id}"),
+        "restore_endpoint": ("queueTrigger", "restore-endpoint"),
+        "restore_endpoint_request": ("httpTrigger", "endpoints/{name}/restore"),
     }
     assert outputs["validate_dataset"] == ["submit-finetune"] and outputs["ml_job_events"] == ["register-model"]
+    assert outputs["restore_endpoint_request"] == ["restore-endpoint"]
