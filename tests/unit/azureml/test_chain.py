@@ -20,8 +20,10 @@ from shared.ml.port import MANAGED_BY_TAG, MANAGED_BY_VALUE, RUN_TAG
 from shared.stages import intake, training
 from shared.stages.cleanup import clean_up_idle_endpoints
 from shared.stages.context import StageContext
+from shared.stages.restore import request_restore
 from tests.fakes import FakeMessageSender, fake_context
 from tests.unit.azureml.conftest import AzureWorld, azure_world
+from tests.unit.test_restore import deliver as deliver_restore
 from tests.unit.test_stages import dispatch, upload_folder
 
 JobOutcome = Callable[[str], tuple[str, str]]
@@ -204,3 +206,24 @@ def test_idle_managed_endpoints_are_deleted_and_busy_ones_kept(component: Any, b
     world.backend.score(busy.endpoint_name, {"input_data": {"input_string": [{"role": "user", "content": "hi"}]}})
     assert clean_up_idle_endpoints(ctx) == [idle.endpoint_name]
     assert set(world.workspace.online_endpoints.endpoints) == {busy.endpoint_name}
+
+
+def test_an_endpoint_deleted_as_idle_comes_back_on_demand_with_the_same_model(
+    component: Any, base_model: BaseModel
+) -> None:
+    world = azure_world(component, base_model)
+    ctx = chain(world, idle_endpoint_minutes=60)
+    start(ctx, world)
+    run = only_run(ctx)
+    world.clock.advance(2 * 3600)
+    assert clean_up_idle_endpoints(ctx) == [run.endpoint_name]
+
+    _, command = request_restore(ctx.ledger, run.endpoint_name)
+    assert command is not None
+    deliver_restore(ctx, command)
+
+    endpoint = world.workspace.online_endpoints.endpoints[run.endpoint_name]
+    assert endpoint.tags[MANAGED_BY_TAG] == MANAGED_BY_VALUE and endpoint.traffic == {run.deployment_name: 100}
+    deployment = world.workspace.online_deployments.get(run.deployment_name, run.endpoint_name)
+    assert deployment.model == f"azureml:{run.model_name}:{run.model_version}"
+    assert only_run(ctx).endpoint_state == "live"
