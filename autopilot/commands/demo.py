@@ -37,7 +37,7 @@ def _say(text: str = "") -> None:
 
 def run(args: argparse.Namespace) -> int:
     from autopilot.commands.common import cli_settings, open_ledger, settings_env
-    from autopilot.commands.runs import describe, follow
+    from autopilot.commands.runs import describe, follow, local_job_progress
     from autopilot.commands.upload import upload_folder
     from autopilot.local.stack import LocalStack
 
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         run_id = upload_folder(folder, SAMPLE_NAME, version, report=lambda line: _say("   " + line))
 
     _say(f"\n-- following run {run_id} (ledger: table {settings.runs_table})")
-    result = follow(open_ledger(settings), run_id, _say, args.timeout)
+    result = follow(open_ledger(settings), run_id, _say, args.timeout, job_progress=local_job_progress())
     if result is None or not result.finished:
         _say(f"\nthe run did not finish within {args.timeout:.0f} s; logs are in {stack.logs}")
         _final(run_id, result.status.value if result else "missing", "", settings.ml_backend)

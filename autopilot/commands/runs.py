@@ -7,8 +7,10 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
 
-from shared.ledger import STAGE_ORDER, Run, RunLedger
+from shared.ledger import STAGE_ORDER, Run, RunLedger, RunStage
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -86,10 +88,22 @@ def describe(run: Run) -> str:
     return "\n".join(lines)
 
 
+JobProgress = Callable[[str], dict[str, Any] | None]
+
+
 def follow(
-    ledger: RunLedger, run_id: str, report: Callable[[str], None], timeout: float, interval: float = 0.5
+    ledger: RunLedger,
+    run_id: str,
+    report: Callable[[str], None],
+    timeout: float,
+    interval: float = 0.5,
+    job_progress: JobProgress | None = None,
 ) -> Run | None:
-    """Print the run's stages as they happen until it ends; None if it never appeared or time ran out."""
+    """Print the run's stages as they happen until it ends; None if it never appeared or time ran out.
+
+    With `job_progress` (the job's latest {"step", "steps", "loss"}, or None), training steps are
+    printed too, as the job reports them.
+    """
     deadline = time.monotonic() + timeout
     seen: set[str] = set()
     run = None
@@ -104,15 +118,36 @@ def follow(
                 if stage not in seen:
                     seen.add(stage)
                     report(f"  {moment[11:23]}  {stage}")
+            if job_progress is not None and run.stage is RunStage.TRAINING and run.job_name:
+                progress = job_progress(run.job_name)
+                line = progress and f"step {progress['step']}/{progress['steps']}, loss {progress['loss']:.3f}"
+                if line and line not in seen:
+                    seen.add(line)
+                    report(f"  {datetime.now(timezone.utc).isoformat(timespec='milliseconds')[11:23]}    {line}")
             if run.finished:
                 return run
         time.sleep(interval)
     return run
 
 
+def local_job_progress() -> JobProgress | None:
+    """With the local backend, a reader of a job's latest training step and loss; None with any other."""
+    from autopilot.commands.common import cli_settings
+
+    settings = cli_settings()
+    if settings.ml_backend != "local":
+        return None
+    from shared.ml.local.backend import LocalMLBackend
+
+    return LocalMLBackend.from_settings(settings, watch=False).job_progress
+
+
 def show_run(args: argparse.Namespace) -> int:
     ledger = _ledger()
-    run = follow(ledger, args.run_id, print, args.timeout) if args.follow else ledger.get(args.run_id)
+    if args.follow:
+        run = follow(ledger, args.run_id, print, args.timeout, job_progress=local_job_progress())
+    else:
+        run = ledger.get(args.run_id)
     if run is None:
         print(f"error: no run {args.run_id}", file=sys.stderr)
         return EXIT_USAGE

@@ -192,6 +192,12 @@ class LocalMLBackend:
         jobs.start_queued_jobs(self.store, self._max_jobs, self._child_env(), self._spawn)
         return self.get_job(spec.job_name)
 
+    def job_progress(self, job_name: str) -> dict[str, Any] | None:
+        """The job's latest {"step", "steps", "loss"} as its process reported it; None before the first step."""
+        record = self.store.read_job(job_name)
+        progress = None if record is None else record.get("progress")
+        return dict(progress) if progress else None
+
     def get_job(self, job_name: str) -> JobInfo:
         record = self.store.read_job(job_name)
         if record is None:
