@@ -57,27 +57,12 @@ class DownloadStream(io.RawIOBase):
         self._current = memoryview(b"")
         self._ended = False
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._fetch, args=(downloader,), name=f"download {blob}", daemon=True)
+        # The thread holds the queue and the event, not the stream: a stream dropped unread is
+        # collected, and closing it (as collection does) stops the thread.
+        self._thread = threading.Thread(
+            target=_fetch_chunks, args=(downloader, self._ahead, self._stopping), name=f"download {blob}", daemon=True
+        )
         self._thread.start()
-
-    def _fetch(self, downloader: Any) -> None:
-        try:
-            for chunk in downloader.chunks():
-                if not self._hand_over(chunk):
-                    return
-        except Exception as exc:  # the reader raises it, as a TransientError where it is the service's
-            self._hand_over(exc)
-            return
-        self._hand_over(_END)
-
-    def _hand_over(self, item: object) -> bool:
-        while not self._stopping.is_set():
-            try:
-                self._ahead.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
 
     def readable(self) -> bool:
         return True
@@ -101,10 +86,32 @@ class DownloadStream(io.RawIOBase):
         return size
 
     def close(self) -> None:
+        # The thread sees this at its next hand-over (within 0.1 s of a chunk) and ends; nobody waits for it.
         self._stopping.set()
         self._current = memoryview(b"")
         super().close()
-        self._thread.join(timeout=5)
+
+
+def _fetch_chunks(downloader: Any, ahead: queue.Queue[object], stopping: threading.Event) -> None:
+    """Put the download's chunks on `ahead`, then `_END`, or the error that broke it off; stop when asked."""
+
+    def hand_over(item: object) -> bool:
+        while not stopping.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for chunk in downloader.chunks():
+            if not hand_over(chunk):
+                return
+    except Exception as exc:  # the reader raises it, as a TransientError where it is the service's
+        hand_over(exc)
+        return
+    hand_over(_END)
 
 
 def _download_error(error: BaseException, blob: str) -> BaseException:

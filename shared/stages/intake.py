@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import IO
+
 from shared.datasets import MANIFEST_NAME, content_hash, is_dataset_file, make_run_id, parse_dataset_path, split_of
 from shared.events import BlobCreated
 from shared.ledger import Run, RunStage, RunStatus, iso
 from shared.messages import SettleDatasetFolder, ValidateDataset
 from shared.stages.context import StageContext, log
+from shared.storage import BlobInfo
 
 SETTLE_SLACK_SECONDS = 0.001
 
@@ -42,6 +46,13 @@ def note_blob_created(event: BlobCreated, ctx: StageContext) -> SettleDatasetFol
     return message
 
 
+def _read_one_by_one(ctx: StageContext, container: str, blobs: list[BlobInfo]) -> Iterator[tuple[str, IO[bytes]]]:
+    """(file name, open stream) per blob, each opened when it is wanted and closed when the next one is."""
+    for blob in blobs:
+        with ctx.blobs.open_read(container, blob.name) as stream:
+            yield blob.name.rsplit("/", 1)[-1], stream
+
+
 def settle_dataset_folder(message: SettleDatasetFolder, ctx: StageContext) -> ValidateDataset | None:
     """Start the run for a folder that has been quiet (or whose manifest came); a repeat does nothing."""
     folder = f"{message.dataset}/{message.version}/"
@@ -64,8 +75,7 @@ def settle_dataset_folder(message: SettleDatasetFolder, ctx: StageContext) -> Va
             ", ".join(sorted(names)) or "empty",
         )
         return None
-    opened = [(blob.name.rsplit("/", 1)[-1], ctx.blobs.open_read(container, blob.name)) for blob in blobs]
-    digest = content_hash(opened)
+    digest = content_hash(_read_one_by_one(ctx, container, blobs))
     run_id = make_run_id(message.dataset, digest)
     now = iso(ctx.clock())
     run = Run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterator
 
@@ -72,6 +73,18 @@ def test_closing_early_stops_the_fetching_thread() -> None:
 
     assert stream.read(5) == b"xxxxx"
     stream.close()
+
+    assert downloader.finished.wait(5)
+    assert downloader.handed_out < 10
+
+
+def test_a_stream_dropped_unread_is_collected_and_stops_its_thread() -> None:
+    downloader = FakeDownloader([b"x" * 10] * 1000)
+    stream = DownloadStream(downloader, "data/big.jsonl")
+    assert stream.read(1) == b"x"
+
+    del stream
+    gc.collect()
 
     assert downloader.finished.wait(5)
     assert downloader.handed_out < 10
