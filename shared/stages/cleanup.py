@@ -15,13 +15,18 @@ DELETED_IDLE = "deleted_idle"
 def clean_up_idle_endpoints(ctx: StageContext) -> list[str]:
     """Delete managed endpoints older than the idle window with no request in it; return their names.
 
-    Managed online endpoints bill for at least one instance around the clock, used or not.
+    Managed online endpoints bill for at least one instance around the clock, used or not. An
+    endpoint that a run is deploying to (or bringing back) is kept whatever its requests.
     """
     now = ctx.clock()
     window = timedelta(minutes=ctx.settings.idle_endpoint_minutes)
+    busy = _endpoints_being_changed(ctx)
     deleted = []
     for endpoint in ctx.backend.list_endpoints():
         if endpoint.tags.get(MANAGED_BY_TAG) != MANAGED_BY_VALUE:
+            continue
+        if endpoint.name in busy:
+            log.info("keeping endpoint %s: run %s is deploying to it", endpoint.name, busy[endpoint.name])
             continue
         if endpoint.created_at is not None and now - endpoint.created_at < window:
             continue
@@ -38,3 +43,12 @@ def clean_up_idle_endpoints(ctx: StageContext) -> list[str]:
         deleted.append(endpoint.name)
         mark_live_runs(ctx, endpoint.name, f"{DELETED_IDLE} {iso(now)}")
     return deleted
+
+
+def _endpoints_being_changed(ctx: StageContext) -> dict[str, str]:
+    """Endpoint name -> the run that is deploying to it or bringing it back: no requests yet, but not idle."""
+    busy = {}
+    for run in ctx.ledger.list_runs(limit=1000):
+        if run.endpoint_name and (not run.finished or run.endpoint_state.startswith("restoring")):
+            busy[run.endpoint_name] = run.run_id
+    return busy

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from shared.errors import NothingToRestoreError
-from shared.ledger import Run, RunStatus
+from shared.ledger import Run, RunStage, RunStatus, end_run, update_run
 from shared.messages import RestoreEndpoint
 from shared.ml.scoring import chat_request, response_text
 from shared.ml.simulated import SimulatedMLBackend
@@ -122,3 +124,20 @@ def test_a_restore_message_for_a_run_that_is_not_idle_deleted_changes_nothing() 
     restore_endpoint(RestoreEndpoint("no-such-run"), ctx)
 
     assert only_run(ctx) == run
+
+
+def test_the_cleanup_keeps_an_idle_endpoint_while_a_run_deploys_to_it_or_brings_it_back() -> None:
+    # GIVEN a live endpoint idle for two hours, and a newer run of its dataset deploying to it
+    ctx = fake_context(idle_endpoint_minutes=60)
+    start(ctx, upload_folder(ctx))
+    ctx.clock.advance(2 * 3600)  # type: ignore[attr-defined]
+    live = only_run(ctx)
+    deploying = replace(live, run_id="chat-newer", status=RunStatus.IN_PROGRESS, stage=RunStage.DEPLOYING)
+    deploying.endpoint_state, deploying.created_at = "", "2099-01-01T00:00:00+00:00"
+    ctx.ledger.create(deploying)
+
+    # WHEN the idle cleanup runs THEN the endpoint stays
+    assert clean_up_idle_endpoints(ctx) == []
+    # AND once that run has ended, the idle endpoint goes
+    update_run(ctx.ledger, "chat-newer", lambda run: end_run(run, RunStatus.FAILED, message="stopped"))
+    assert clean_up_idle_endpoints(ctx) == [live.endpoint_name]
