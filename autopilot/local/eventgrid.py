@@ -9,12 +9,13 @@ poll their containers through the connection string in `AzureWebJobsStorage` and
 overwritten block blobs as `Microsoft.Storage.BlobCreated` (`eventgrid_storage`); relay topics take
 events POSTed to `http://127.0.0.1:<port>/api/events` (`eventgrid_http`). Every event that passes a
 subscription's filter is delivered to its webhook with Event Grid's handshake, headers, retries and
-dead-lettering (`eventgrid_delivery`). State (reported blobs, dead letters) lives in the state dir,
+dead-lettering (`eventgrid_delivery`). State (reported blobs, pending deliveries, dead letters) lives in the state dir,
 by default `$AUTOPILOT_STATE_DIR/eventgrid`. The file's placeholders read `AUTOPILOT_FUNCTIONS_URL`
 and whatever `{env:NAME}` names. Logs go to stderr, one line per event published, delivered,
 retried or dead-lettered.
 
-SIGTERM or SIGINT stops it within a few seconds; deliveries still pending are lost.
+SIGTERM or SIGINT stops it within a few seconds; deliveries still pending stay in `pending/<subscription>/`
+and are made after the next start.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ class EventGridStandIn:
                 validation_endpoint=validation_endpoint,
                 deadletter_dir=self._state_dir / "deadletter" / subscription.name,
                 policy=self._policy,
+                pending_dir=self._state_dir / "pending" / subscription.name,
             )
             delivery.start()
             self._deliveries[subscription.name] = delivery
@@ -144,7 +146,7 @@ class EventGridStandIn:
             thread.start()
 
     def stop(self) -> None:
-        """Stop polling, serving and delivering; events not delivered yet are lost."""
+        """Stop polling, serving and delivering; events not delivered yet stay pending for the next start."""
         self._stopping.set()
         if self._server is not None:
             if self._serving.is_alive():

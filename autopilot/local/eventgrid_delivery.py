@@ -15,8 +15,11 @@ not retried. An event that is given up on is written to `<deadletter_dir>/<event
 reason and the last error. Events are delivered by a few worker threads per subscription, so one
 event waiting for its retry never holds up the others.
 
-Pending deliveries live in memory only: events not yet delivered when the stand-in stops are lost
-(Event Grid would keep them for up to 24 h).
+With a `pending_dir`, every event waiting for delivery is also a file there
+(`<event id>.json`, with its attempts so far), removed once it is delivered or dead-lettered: events
+not delivered when the stand-in stops, or dies, are delivered after it starts again (Event Grid keeps
+them for up to 24 h). An event whose delivery was under way at the stop may then arrive twice, which
+Event Grid's at-least-once delivery allows too.
 """
 
 from __future__ import annotations
@@ -122,8 +125,10 @@ class SubscriptionDelivery:
         validation_endpoint: str,
         deadletter_dir: Path,
         policy: DeliveryPolicy,
+        pending_dir: Path | None = None,
     ) -> None:
         self.subscription = subscription
+        self._pending_dir = pending_dir
         self._topic = topic
         self._validation_code = str(uuid.uuid4())
         self._validation_url = (
@@ -141,6 +146,12 @@ class SubscriptionDelivery:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        """Start delivering, first the events left pending by an earlier run, oldest first."""
+        waiting = self._pending_from_before()
+        if waiting:
+            logger.info("subscription %s: %d event(s) pending from before", self.subscription.name, len(waiting))
+        for delivery in waiting:
+            self._schedule_at(time.monotonic(), delivery)
         name = self.subscription.name
         self._threads = [threading.Thread(target=self._schedule, name=f"eventgrid-{name}", daemon=True)]
         self._threads += [
@@ -151,7 +162,7 @@ class SubscriptionDelivery:
             thread.start()
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Stop handing events over; undelivered ones are dropped (and counted in the log)."""
+        """Stop handing events over; undelivered ones stay pending (or, without a pending dir, are lost)."""
         with self._changed:
             self._stopping.set()
             dropped = len(self._scheduled) + self._ready.qsize()
@@ -161,14 +172,60 @@ class SubscriptionDelivery:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        if dropped:
+        if dropped and self._pending_dir is not None:
+            logger.info(
+                "subscription %s stopped with %d undelivered event(s), kept in %s for the next start",
+                self.subscription.name,
+                dropped,
+                self._pending_dir,
+            )
+        elif dropped:
             logger.warning(
                 "subscription %s stopped with %d undelivered event(s); they are lost", self.subscription.name, dropped
             )
 
     def submit(self, event: Event) -> None:
         """Queue `event` for delivery now (after the handshake, if that has not happened yet)."""
-        self._schedule_at(time.monotonic(), PendingDelivery(event))
+        delivery = PendingDelivery(event)
+        self._keep_pending(delivery)
+        self._schedule_at(time.monotonic(), delivery)
+
+    def _pending_path(self, event: Event) -> Path | None:
+        if self._pending_dir is None:
+            return None
+        return self._pending_dir / f"{_file_name(event)}.json"
+
+    def _keep_pending(self, delivery: PendingDelivery) -> None:
+        path = self._pending_path(delivery.event)
+        if path is not None:
+            _write_atomically(path, {"event": delivery.event, **_attempt_record(delivery)})
+
+    def _forget_pending(self, delivery: PendingDelivery) -> None:
+        path = self._pending_path(delivery.event)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def _pending_from_before(self) -> list[PendingDelivery]:
+        if self._pending_dir is None or not self._pending_dir.is_dir():
+            return []
+        waiting = []
+        for path in self._pending_dir.glob("*.json"):
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                event = record["event"]
+                delivery = PendingDelivery(
+                    event,
+                    published_at=str(record.get("publishTime") or event_time()),
+                    attempts=int(record.get("deliveryAttempts", 0)),
+                    last_status=record.get("lastHttpStatusCode") or None,
+                    last_error=str(record.get("lastError", "")),
+                    last_attempt_at=str(record.get("lastDeliveryAttemptTime", "")),
+                )
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                logger.error("pending event file %s cannot be read (%s); left in place", path, exc)
+                continue
+            waiting.append(delivery)
+        return sorted(waiting, key=lambda delivery: delivery.published_at)
 
     def confirm_validation(self, code: str) -> bool:
         """Validate by the handshake's validationUrl, as Event Grid allows; False for a wrong code."""
@@ -270,6 +327,7 @@ class SubscriptionDelivery:
         delivery.last_attempt_at = event_time()
         name = self.subscription.name
         if not error:
+            self._forget_pending(delivery)
             logger.info(
                 "delivered %s subject=%s subscription=%s attempt=%d (HTTP %d)",
                 event["eventType"],
@@ -295,25 +353,15 @@ class SubscriptionDelivery:
                 error,
                 wait,
             )
+            self._keep_pending(delivery)
             self._schedule_at(time.monotonic() + wait, delivery)
 
     def _dead_letter(self, delivery: PendingDelivery, reason: str) -> None:
         event = delivery.event
-        record: dict[str, Any] = {
-            **event,
-            "deadLetterReason": reason,
-            "deliveryAttempts": delivery.attempts,
-            "lastHttpStatusCode": delivery.last_status or 0,
-            "lastError": delivery.last_error,
-            "publishTime": delivery.published_at,
-            "lastDeliveryAttemptTime": delivery.last_attempt_at,
-        }
-        file_name = _UNSAFE_FILE_CHARACTERS.sub("_", str(event["id"]))[:200] or "event"
-        path = self._deadletter_dir / f"{file_name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".tmp")
-        partial.write_text(json.dumps(record, indent=1), encoding="utf-8")
-        os.replace(partial, path)
+        record: dict[str, Any] = {**event, "deadLetterReason": reason, **_attempt_record(delivery)}
+        path = self._deadletter_dir / f"{_file_name(event)}.json"
+        _write_atomically(path, record)
+        self._forget_pending(delivery)
         logger.error(
             "dead-lettered %s subject=%s subscription=%s after %d attempt(s) (%s, last error %s) into %s",
             event["eventType"],
@@ -333,6 +381,28 @@ class SubscriptionDelivery:
             "aeg-metadata-version": str(event.get("metadataVersion", "1")),
             "aeg-data-version": str(event.get("dataVersion", "")),
         }
+
+
+def _attempt_record(delivery: PendingDelivery) -> dict[str, Any]:
+    """What Event Grid records of a delivery's attempts, in its dead-letter field names."""
+    return {
+        "deliveryAttempts": delivery.attempts,
+        "lastHttpStatusCode": delivery.last_status or 0,
+        "lastError": delivery.last_error,
+        "publishTime": delivery.published_at,
+        "lastDeliveryAttemptTime": delivery.last_attempt_at,
+    }
+
+
+def _file_name(event: Event) -> str:
+    return _UNSAFE_FILE_CHARACTERS.sub("_", str(event["id"]))[:200] or "event"
+
+
+def _write_atomically(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    os.replace(partial, path)
 
 
 def _describe(exc: BaseException) -> str:

@@ -533,3 +533,29 @@ def _health(port: int) -> bool:
             return bool(answer.status == 200)
     except OSError:
         return False
+
+
+def test_events_pending_when_the_stand_in_stops_are_delivered_after_it_starts_again(
+    start_stand_in: StandInFactory, tmp_path: Path
+) -> None:
+    event = load_event("run-completed.json")[0]
+    pending = tmp_path / "state" / "pending" / "ml-job-events" / f"{event['id']}.json"
+    with RecordingReceiver() as receiver:
+        receiver.always_failing = 503
+        stand_in = start_stand_in(receiver.url)
+        publish(stand_in, [event])
+        wait_until(lambda: len(receiver.notifications) >= 2, what="two failed attempts")
+        stand_in.stop()
+        # GIVEN the event is still waiting for delivery, on disk, with its attempts so far
+        record = json.loads(pending.read_text())
+        attempts = record["deliveryAttempts"]
+        assert record["event"] == event and attempts >= 2 and record["lastError"] == "HTTP 503"
+        receiver.always_failing = None
+        # WHEN the stand-in starts again THEN it is delivered, its count going on, and no longer pending
+        start_stand_in(receiver.url)
+        delivered = wait_until(
+            lambda: [item for item in receiver.notifications if item.headers["aeg-delivery-count"] == str(attempts)],
+            what="the delivery after the restart",
+        )
+        assert delivered[0].event == event
+        wait_until(lambda: not pending.exists(), what="the pending file to go")
