@@ -8,15 +8,13 @@ deployment names, so the endpoint comes back as it was (with new keys). Its `end
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from shared.errors import NothingToRestoreError, PermanentError, RestoreFailedError
 from shared.ledger import Run, RunLedger, iso, update_run
 from shared.messages import RestoreEndpoint
 from shared.ml.port import MANAGED_BY_TAG, MANAGED_BY_VALUE, RUN_TAG, DeploymentSpec
 from shared.stages.cleanup import DELETED_IDLE
 from shared.stages.context import StageContext, log, mark_live_runs
-from shared.stages.rollout import CHECK_SLACK, schedule_check
+from shared.stages.rollout import CHECK_SLACK, check_again_later
 from shared.timestamps import parse_iso
 
 RESTORING = "restoring"
@@ -134,18 +132,7 @@ def _bring_back(run: Run, ctx: StageContext, after_failure: bool) -> None:
         )
         return
     started = parse_iso(run.stage_times.get("restore_requested") or iso(ctx.clock()))
-    waited_minutes = (ctx.clock() - started).total_seconds() / 60
-    if waited_minutes > ctx.settings.deployment_timeout_minutes:
-        raise RestoreFailedError(
-            f"deployment {deployment_name} on {name} still {deployment.state} after {waited_minutes:.0f} min "
-            f"(limit {ctx.settings.deployment_timeout_minutes:.0f} min, setting AUTOPILOT_DEPLOYMENT_TIMEOUT_MINUTES)"
-        )
-    delay = min(ctx.settings.deployment_poll_seconds, max(2.0, waited_minutes * 30))
-    if schedule_check(ctx, run.run_id, ctx.clock() + timedelta(seconds=delay)):
-        ctx.sender.send(RestoreEndpoint(run.run_id), delay_seconds=delay)
-        log.info(
-            "restore: deployment %s/%s is %s; checking again in %.0f s", name, deployment_name, deployment.state, delay
-        )
+    check_again_later(ctx, run.run_id, deployment, started, RestoreEndpoint(run.run_id), RestoreFailedError)
 
 
 def record_restore_failure(ctx: StageContext, run_id: str, error: Exception) -> None:

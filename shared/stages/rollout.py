@@ -8,10 +8,23 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.datasets import slug
-from shared.errors import BackendError, DeploymentFailedError, LedgerConflictError, SmokeTestFailedError
+from shared.errors import (
+    BackendError,
+    DeploymentFailedError,
+    LedgerConflictError,
+    PermanentError,
+    SmokeTestFailedError,
+)
 from shared.ledger import Run, RunStage, RunStatus, end_run, iso, update_run
-from shared.messages import DeployModel, PromoteDeployment, RegisterModel, SmokeTestDeployment
-from shared.ml.port import MANAGED_BY_TAG, MANAGED_BY_VALUE, RUN_TAG, DeploymentSpec, ModelRegistration
+from shared.messages import DeployModel, PromoteDeployment, QueueMessage, RegisterModel, SmokeTestDeployment
+from shared.ml.port import (
+    MANAGED_BY_TAG,
+    MANAGED_BY_VALUE,
+    RUN_TAG,
+    DeploymentInfo,
+    DeploymentSpec,
+    ModelRegistration,
+)
 from shared.ml.scoring import chat_request, response_text
 from shared.stages.context import StageContext, log, mark_live_runs, permanent_errors_end_run, run_stage
 from shared.timestamps import parse_iso
@@ -103,24 +116,32 @@ def _deploy(run: Run, ctx: StageContext) -> SmokeTestDeployment | None:
         log.info("run %s: deployment %s/%s is ready", run.run_id, endpoint_name, deployment_name)
         return SmokeTestDeployment(run.run_id)
     started = parse_iso(run.stage_times[RunStage.DEPLOYING.value])
+    check_again_later(ctx, run.run_id, deployment, started, DeployModel(run.run_id), DeploymentFailedError)
+    return None
+
+
+def check_again_later(
+    ctx: StageContext,
+    run_id: str,
+    deployment: DeploymentInfo,
+    started: datetime,
+    check: QueueMessage,
+    timeout_error: type[PermanentError],
+) -> None:
+    """For a deployment still being created: raise `timeout_error` past the deployment timeout, else send
+    `check` once, delayed (duplicate deliveries keep one chain of checks)."""
     waited_minutes = (ctx.clock() - started).total_seconds() / 60
+    where = f"deployment {deployment.name} on {deployment.endpoint_name}"
     if waited_minutes > ctx.settings.deployment_timeout_minutes:
-        raise DeploymentFailedError(
-            f"deployment {deployment_name} on {endpoint_name} still {deployment.state} after {waited_minutes:.0f} min "
+        raise timeout_error(
+            f"{where} still {deployment.state} after {waited_minutes:.0f} min "
             f"(limit {ctx.settings.deployment_timeout_minutes:.0f} min, setting AUTOPILOT_DEPLOYMENT_TIMEOUT_MINUTES)"
         )
     # Check soon at first (small models deploy in seconds), then back off to the poll setting.
     delay = min(ctx.settings.deployment_poll_seconds, max(2.0, waited_minutes * 30))
-    if schedule_check(ctx, run.run_id, ctx.clock() + timedelta(seconds=delay)):
-        ctx.sender.send(DeployModel(run.run_id), delay_seconds=delay)
-        log.info(
-            "run %s: deployment %s is %s; checking again in %.0f s",
-            run.run_id,
-            deployment_name,
-            deployment.state,
-            delay,
-        )
-    return None
+    if schedule_check(ctx, run_id, ctx.clock() + timedelta(seconds=delay)):
+        ctx.sender.send(check, delay_seconds=delay)
+        log.info("run %s: %s is %s; checking again in %.0f s", run_id, where, deployment.state, delay)
 
 
 def schedule_check(ctx: StageContext, run_id: str, due: datetime) -> bool:

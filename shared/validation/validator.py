@@ -11,7 +11,8 @@ import io
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import IO, Any, BinaryIO, cast
@@ -20,7 +21,7 @@ import orjson
 
 from shared.errors import AutopilotError
 from shared.validation.codes import CODE_INFO, Code, Scope, Severity
-from shared.validation.errors import CleanOutputError, SourceReadError
+from shared.validation.errors import CleanOutputError, SourceReadError, ValidationError
 from shared.validation.options import SPLITS, DatasetSource, ValidationOptions
 from shared.validation.parallel import ByteRange, ForkedCall, KeptRows, can_fork, line_ranges
 from shared.validation.readers import (
@@ -105,12 +106,7 @@ class _GuardedRead:
             size = min(size, self._limit - self.bytes)
             if size <= 0:
                 return b""
-        try:
-            chunk = self._read(size)
-        except AutopilotError:
-            raise
-        except Exception as exc:
-            raise SourceReadError(f"{self._name}: cannot read: {exc}") from exc
+        chunk = self._guarded(self._read, size)
         if not isinstance(chunk, bytes):
             if not isinstance(chunk, (bytearray, memoryview)):
                 raise SourceReadError(f"{self._name}: the stream returned {type(chunk).__name__}, not bytes")
@@ -131,16 +127,15 @@ class _GuardedRead:
                 raise SourceReadError(f"{self._name}: the stream returned more bytes than were asked for")
             view[: len(chunk)] = chunk
             return len(chunk)
-        try:
-            received = self._readinto(view)
-        except AutopilotError:
-            raise
-        except Exception as exc:
-            raise SourceReadError(f"{self._name}: cannot read: {exc}") from exc
+        received = self._guarded(self._readinto, view)
         if received is None:
             raise SourceReadError(f"{self._name}: the stream has no data ready (a non-blocking stream cannot be read)")
         self.bytes += received
-        return received
+        return int(received)
+
+    def _guarded(self, read: Callable[[Any], Any], argument: Any) -> Any:
+        with _foreign_errors_as(SourceReadError, f"{self._name}: cannot read"):
+            return read(argument)
 
 
 def _fills_buffers(stream: IO[bytes]) -> bool:
@@ -397,12 +392,8 @@ class _FileScan:
 
     def write(self, data: bytes) -> None:
         assert self.out is not None
-        try:
+        with _foreign_errors_as(CleanOutputError, f"{self.name}: cannot write the cleaned copy"):
             self.out.write(data)
-        except AutopilotError:
-            raise
-        except Exception as exc:
-            raise CleanOutputError(f"{self.name}: cannot write the cleaned copy: {exc}") from exc
 
     def unparsable(self, line: bytes | memoryview, number: int, batch: LineBatch, exc: Exception) -> None:
         if line is OVERLONG_LINE:
@@ -718,12 +709,8 @@ def _append_copy(copy: IO[bytes], out: IO[bytes] | None, name: str) -> None:
     """Append a range's cleaned rows, written by its child to `copy`, to the cleaned copy."""
     assert out is not None
     copy.seek(0)
-    try:
+    with _foreign_errors_as(CleanOutputError, f"{name}: cannot write the cleaned copy"):
         shutil.copyfileobj(copy, out)
-    except AutopilotError:
-        raise
-    except Exception as exc:
-        raise CleanOutputError(f"{name}: cannot write the cleaned copy: {exc}") from exc
 
 
 def _without_cr(line: bytes | memoryview) -> bytes:
@@ -736,22 +723,26 @@ def _without_cr(line: bytes | memoryview) -> bytes:
     return orjson.dumps(orjson.loads(line)) if b"\r" in line else line
 
 
-def _open_source(source: DatasetSource) -> IO[bytes]:
+@contextmanager
+def _foreign_errors_as(error: type[ValidationError], doing: str) -> Iterator[None]:
+    """Inside, an exception of a foreign type becomes `error("<doing>: <exception>")`; the project's own
+    (`AutopilotError`, so a `TransientError` too) pass through unchanged."""
     try:
-        return source.open()
+        yield
     except AutopilotError:
         raise
     except Exception as exc:
-        raise SourceReadError(f"{source.name}: cannot open: {exc}") from exc
+        raise error(f"{doing}: {exc}") from exc
+
+
+def _open_source(source: DatasetSource) -> IO[bytes]:
+    with _foreign_errors_as(SourceReadError, f"{source.name}: cannot open"):
+        return source.open()
 
 
 def _open_output(clean_output: CleanOutput, source: DatasetSource) -> IO[bytes]:
-    try:
+    with _foreign_errors_as(CleanOutputError, f"{source.name}: cannot open the cleaned copy for writing"):
         return clean_output(source)
-    except AutopilotError:
-        raise
-    except Exception as exc:
-        raise CleanOutputError(f"{source.name}: cannot open the cleaned copy for writing: {exc}") from exc
 
 
 def _close_quietly(stream: Any) -> None:
