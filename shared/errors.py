@@ -76,6 +76,12 @@ class SmokeTestFailedError(PermanentError):
     category = "smoke_test"
 
 
+class QualityGateError(PermanentError):
+    """The new model answers the test conversations worse than the live one, or than the set minimum."""
+
+    category = "quality"
+
+
 class NothingToRestoreError(NotFoundError):
     """No run of this app served the endpoint when the idle cleanup deleted it."""
 

@@ -27,6 +27,8 @@ STRICT_VALIDATION = "AUTOPILOT_STRICT_VALIDATION"
 MAX_BAD_ROW_FRACTION = "AUTOPILOT_MAX_BAD_ROW_FRACTION"
 MAX_SEQ_LENGTH = "AUTOPILOT_MAX_SEQ_LENGTH"
 SMOKE_PROMPTS = "AUTOPILOT_SMOKE_PROMPTS"
+SMOKE_QUALITY_MARGIN = "AUTOPILOT_SMOKE_QUALITY_MARGIN"
+SMOKE_MIN_SIMILARITY = "AUTOPILOT_SMOKE_MIN_SIMILARITY"
 IDLE_ENDPOINT_MINUTES = "AUTOPILOT_IDLE_ENDPOINT_MINUTES"
 CLEANUP_SCHEDULE = "AUTOPILOT_CLEANUP_SCHEDULE"
 DEPLOYMENT_POLL_SECONDS = "AUTOPILOT_DEPLOYMENT_POLL_SECONDS"
@@ -109,6 +111,9 @@ class Settings:
     max_bad_row_fraction: float = 0.01
     max_seq_length: int = 2048
     smoke_prompts: int = 3
+    # The new deployment's answers may be this much less like the test answers than the live one's.
+    smoke_quality_margin: float = 0.05
+    smoke_min_similarity: float = 0.0
     idle_endpoint_minutes: float = 120.0
     deployment_poll_seconds: float = 30.0
     deployment_timeout_minutes: float = 30.0
@@ -153,6 +158,8 @@ class Settings:
             max_bad_row_fraction=_number(env, MAX_BAD_ROW_FRACTION, 0.01),
             max_seq_length=int(_number(env, MAX_SEQ_LENGTH, 2048)),
             smoke_prompts=int(_number(env, SMOKE_PROMPTS, 3)),
+            smoke_quality_margin=_number(env, SMOKE_QUALITY_MARGIN, 0.05),
+            smoke_min_similarity=_number(env, SMOKE_MIN_SIMILARITY, 0.0),
             idle_endpoint_minutes=_number(env, IDLE_ENDPOINT_MINUTES, 120.0),
             deployment_poll_seconds=_number(env, DEPLOYMENT_POLL_SECONDS, 30.0),
             deployment_timeout_minutes=_number(env, DEPLOYMENT_TIMEOUT_MINUTES, 30.0),
@@ -173,6 +180,14 @@ class Settings:
             raise ConfigurationError(f"Setting {QUIET_PERIOD_SECONDS} must not be negative.")
         if not 0 <= settings.max_bad_row_fraction <= 1:
             raise ConfigurationError(f"Setting {MAX_BAD_ROW_FRACTION} must lie between 0 and 1.")
+        if not 0 <= settings.smoke_quality_margin <= 1:
+            raise ConfigurationError(
+                f"Setting {SMOKE_QUALITY_MARGIN} must lie between 0 and 1 (1 turns the check off)."
+            )
+        if not 0 <= settings.smoke_min_similarity <= 1:
+            raise ConfigurationError(
+                f"Setting {SMOKE_MIN_SIMILARITY} must lie between 0 and 1 (0 turns the check off)."
+            )
         if settings.local_max_jobs < 1:
             raise ConfigurationError(f"Setting {LOCAL_MAX_JOBS} must be at least 1.")
         if settings.azureml_inference_instance_count < 1:

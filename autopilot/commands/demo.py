@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     _say("")
     _say(describe(result))
     for item in result.smoke.get("results", []):
-        _say(f"   smoke: {item['prompt'][:60]!r} -> {item['answer'][:90]!r} ({item['latency_ms']} ms)")
+        similar = f", similarity {item['similarity']:.2f}" if "similarity" in item else ""
+        _say(f"   smoke: {item['prompt'][:60]!r} -> {item['answer'][:90]!r} ({item['latency_ms']} ms{similar})")
     if settings.ml_backend == "local" and result.status.value == "succeeded":
         _compare_base_and_tuned(settings, result)
     if not args.no_input and sys.stdin.isatty():

@@ -80,8 +80,14 @@ def describe(run: Run) -> str:
     if run.endpoint_name:
         lines.append(f"endpoint  {run.endpoint_name} / {run.deployment_name}  {run.scoring_uri}  {run.endpoint_state}")
     if run.smoke:
+        similar = ""
+        if "similarity" in run.smoke:
+            live = run.smoke.get("live_similarity")
+            similar = f", similarity to the test answers {run.smoke['similarity']:.2f}"
+            similar += f" (live deployment {live:.2f})" if live is not None else ""
         lines.append(
-            f"smoke     {'passed' if run.smoke.get('passed') else 'FAILED'} ({run.smoke.get('requests')} requests)"
+            f"smoke     {'passed' if run.smoke.get('passed') else 'FAILED'} ({run.smoke.get('requests')} requests"
+            f"{similar})"
         )
     if run.error_message:
         lines.append(f"error     [{run.error_category} in {run.error_stage}] {run.error_message}")

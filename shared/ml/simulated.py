@@ -5,8 +5,9 @@ cannot train. Jobs finish after `job_seconds` and publish the same events Azure 
 deployments become ready after `deploy_seconds`; scoring answers with a canned text that names
 the model. State can live in a JSON file so that a restarted runner, and tests, can read it.
 
-A job parameter `simulate_failure` makes a run fail on purpose at "training", "deployment" or
-"scoring" (the answer comes back empty), so failure paths can be shown and tested.
+A job parameter `simulate_failure` makes a run fail on purpose at "training", "deployment",
+"scoring" (the answer comes back empty) or "quality" (the answer says nothing of the question, so
+the smoke test finds the model worse than the live one), so failure paths can be shown and tested.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ SIMULATED_TOPIC = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local"
     "/providers/Microsoft.MachineLearningServices/workspaces/simulated"
 )
-FAILURE_POINTS = ("training", "deployment", "scoring")
+FAILURE_POINTS = ("training", "deployment", "scoring", "quality")
 
 
 class SimulatedMLBackend:
@@ -293,8 +294,11 @@ class SimulatedMLBackend:
             per_minute = endpoint["requests"].setdefault(deployment_name, {})
             per_minute[minute] = per_minute.get(minute, 0) + 1
             self._save()
-            if endpoint["deployments"][deployment_name]["failure"] == "scoring":
+            failure = endpoint["deployments"][deployment_name]["failure"]
+            if failure == "scoring":
                 return {"output": ""}
+            if failure == "quality":
+                return {"output": f"[simulated {info.model_name}:{info.model_version}] Sorry, no idea."}
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         return {"output": f"[simulated {info.model_name}:{info.model_version}] You asked: {question[:160]}"}
 

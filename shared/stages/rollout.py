@@ -13,6 +13,7 @@ from shared.errors import (
     DeploymentFailedError,
     LedgerConflictError,
     PermanentError,
+    QualityGateError,
     SmokeTestFailedError,
 )
 from shared.ledger import Run, RunStage, RunStatus, end_run, iso, update_run
@@ -25,6 +26,7 @@ from shared.ml.port import (
     DeploymentSpec,
     ModelRegistration,
 )
+from shared.ml.quality import similarity
 from shared.ml.scoring import chat_request, response_text
 from shared.stages.context import StageContext, log, mark_live_runs, permanent_errors_end_run, run_stage
 from shared.timestamps import parse_iso
@@ -33,6 +35,8 @@ DEFAULT_SMOKE_PROMPTS = [
     [{"role": "user", "content": "What is the capital of France?"}],
     [{"role": "user", "content": "Give me one tip for writing clear emails."}],
 ]
+# Greedy, so that the new and the live deployment are compared on their best answers, not on luck.
+SMOKE_PARAMETERS: dict[str, Any] = {"max_new_tokens": 64, "do_sample": False}
 ENDPOINT_NAME_LIMIT = 32
 CHECK_SLACK = timedelta(seconds=1)
 
@@ -158,53 +162,115 @@ def schedule_check(ctx: StageContext, run_id: str, due: datetime) -> bool:
 
 
 def smoke_test_deployment(message: SmokeTestDeployment, ctx: StageContext) -> PromoteDeployment | None:
-    """Score real test conversations against the new deployment alone; a failure rolls it back."""
+    """Score real test conversations against the new deployment alone; a failure or a worse model rolls it back."""
     return run_stage(ctx, message.run_id, RunStage.SMOKE_TESTING, lambda run: _smoke_test(run, ctx), PromoteDeployment)
 
 
 def _smoke_test(run: Run, ctx: StageContext) -> PromoteDeployment | None:
-    prompts = run.smoke_prompts or DEFAULT_SMOKE_PROMPTS
-    results: list[dict[str, Any]] = []
-    for messages in prompts:
-        started = time.perf_counter()
-        try:
-            text = response_text(
-                ctx.backend.score(
-                    run.endpoint_name, chat_request(messages, {"max_new_tokens": 64}), run.deployment_name
-                )
-            )
-            error = "" if text.strip() else "empty answer"
-        except BackendError as exc:
-            text, error = "", str(exc)
-        results.append(
-            {
-                "prompt": messages[-1]["content"][:200],
-                "answer": text[:300],
-                "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-                "ok": not error,
-                "error": error,
-            }
+    """Each test conversation goes, without its answer, to the new deployment and to the live one.
+
+    Their replies are compared with the test answer (ROUGE-L, `shared.ml.quality`). The new
+    deployment must answer every request, its mean similarity must reach AUTOPILOT_SMOKE_MIN_SIMILARITY,
+    and it must not fall more than AUTOPILOT_SMOKE_QUALITY_MARGIN below the live deployment's.
+    """
+    live = run.previous_deployment
+    results = []
+    for conversation in run.smoke_prompts or DEFAULT_SMOKE_PROMPTS:
+        messages, reference = _without_answer(conversation)
+        result = _smoke_request(ctx, run.endpoint_name, run.deployment_name, messages, reference)
+        if live:
+            compared = _smoke_request(ctx, run.endpoint_name, live, messages, reference)
+            result["live"] = {key: compared[key] for key in ("answer", "ok", "error", "similarity") if key in compared}
+        results.append(result)
+    smoke: dict[str, Any] = {"passed": True, "requests": len(results), "results": results}
+    smoke.update(_quality(results, live, ctx))
+    failures = [result for result in results if not result["ok"]]
+    if failures:
+        smoke["passed"] = False
+        error: PermanentError = SmokeTestFailedError(
+            f"{len(failures)} of {len(results)} smoke requests to {run.endpoint_name}/{run.deployment_name} failed "
+            f"(first: {failures[0]['error']})"
         )
-    passed = all(result["ok"] for result in results)
-    smoke = {"passed": passed, "requests": len(results), "results": results}
-    if not passed:
-        _roll_back(run, smoke, ctx)
-        return None
+    elif smoke.get("quality_problem"):
+        smoke["passed"] = False
+        error = QualityGateError(f"{run.endpoint_name}/{run.deployment_name}: {smoke['quality_problem']}")
+    else:
 
-    def record(current: Run) -> None:
-        current.smoke = smoke
-        current.stage_done = True
+        def record(current: Run) -> None:
+            current.smoke = smoke
+            current.stage_done = True
 
-    update_run(ctx.ledger, run.run_id, record)
-    log.info("run %s: smoke test passed (%d requests)", run.run_id, len(results))
-    return PromoteDeployment(run.run_id)
+        update_run(ctx.ledger, run.run_id, record)
+        log.info("run %s: smoke test passed (%d requests%s)", run.run_id, len(results), _similarities(smoke))
+        return PromoteDeployment(run.run_id)
+    _roll_back(run, smoke, error, ctx)
+    return None
 
 
-def _roll_back(run: Run, smoke: dict[str, Any], ctx: StageContext) -> None:
-    failures = [result for result in smoke["results"] if not result["ok"]]
-    error = SmokeTestFailedError(
-        f"{len(failures)} of {smoke['requests']} smoke requests to {run.endpoint_name}/{run.deployment_name} failed "
-        f"(first: {failures[0]['error']}); the new deployment was removed and traffic stays on "
+def _without_answer(conversation: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
+    """The conversation to send, and the answer to compare with ("" when it has none)."""
+    if len(conversation) >= 2 and conversation[-1].get("role") == "assistant":
+        return conversation[:-1], conversation[-1].get("content", "")
+    return conversation, ""
+
+
+def _smoke_request(
+    ctx: StageContext, endpoint: str, deployment: str, messages: list[dict[str, str]], reference: str
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        text = response_text(ctx.backend.score(endpoint, chat_request(messages, SMOKE_PARAMETERS), deployment))
+        error = "" if text.strip() else "empty answer"
+    except BackendError as exc:
+        text, error = "", str(exc)
+    result: dict[str, Any] = {
+        "prompt": messages[-1]["content"][:200],
+        "answer": text[:300],
+        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        "ok": not error,
+        "error": error,
+    }
+    if reference:
+        result["reference"] = reference[:300]
+        result["similarity"] = round(similarity(text, reference), 4)
+    return result
+
+
+def _quality(results: list[dict[str, Any]], live: str, ctx: StageContext) -> dict[str, Any]:
+    """Mean similarities of the new and the live deployment, and what is wrong with the new one ("" if nothing)."""
+    scored = [result for result in results if "similarity" in result]
+    if not scored:
+        return {}
+    new = sum(result["similarity"] for result in scored) / len(scored)
+    quality: dict[str, Any] = {"similarity": round(new, 4), "quality_problem": ""}
+    minimum, margin = ctx.settings.smoke_min_similarity, ctx.settings.smoke_quality_margin
+    if new < minimum:
+        quality["quality_problem"] = (
+            f"its answers are too unlike the test answers: similarity {new:.2f} < {minimum:.2f} "
+            f"(setting AUTOPILOT_SMOKE_MIN_SIMILARITY)"
+        )
+    if live and all(result.get("live", {}).get("ok") for result in scored):
+        before = sum(result["live"]["similarity"] for result in scored) / len(scored)
+        quality["live_similarity"] = round(before, 4)
+        if not quality["quality_problem"] and new < before - margin:
+            quality["quality_problem"] = (
+                f"its answers are less like the test answers than those of the live deployment {live}: "
+                f"similarity {new:.2f} vs {before:.2f} "
+                f"(allowed margin {margin:.2f}, setting AUTOPILOT_SMOKE_QUALITY_MARGIN)"
+            )
+    return quality
+
+
+def _similarities(smoke: dict[str, Any]) -> str:
+    if "similarity" not in smoke:
+        return ""
+    live = f" vs {smoke['live_similarity']:.2f} live" if "live_similarity" in smoke else ""
+    return f", similarity {smoke['similarity']:.2f}{live}"
+
+
+def _roll_back(run: Run, smoke: dict[str, Any], error: PermanentError, ctx: StageContext) -> None:
+    message = (
+        f"{error}; the new deployment was removed and traffic stays on "
         f"{run.previous_deployment or 'nothing (no live deployment before)'}"
     )
     with permanent_errors_end_run(ctx, run.run_id):
@@ -213,11 +279,10 @@ def _roll_back(run: Run, smoke: dict[str, Any], ctx: StageContext) -> None:
     def record(current: Run) -> None:
         current.smoke = smoke
         if not current.finished:
-            end_run(current, RunStatus.ROLLED_BACK, category=error.category, message=str(error))
+            end_run(current, RunStatus.ROLLED_BACK, category=error.category, message=message)
 
     update_run(ctx.ledger, run.run_id, record)
-    log.error("run %s rolled back: %s", run.run_id, error)
-    return None
+    log.error("run %s rolled back: %s", run.run_id, message)
 
 
 def promote_deployment(message: PromoteDeployment, ctx: StageContext) -> None:

@@ -132,7 +132,10 @@ def _ledger_summary(document: dict[str, Any], summary: str) -> dict[str, Any]:
 
 
 def _smoke_prompts(handle: IO[bytes] | None, count: int) -> list[list[dict[str, str]]]:
-    """The first `count` conversations of the cleaned file, cut before their first assistant answer."""
+    """The first `count` conversations of the cleaned file, cut after their first assistant answer.
+
+    The smoke test sends each without that answer and compares the deployment's reply with it.
+    """
     if handle is None or count <= 0:
         return []
     handle.seek(0)
@@ -146,9 +149,9 @@ def _smoke_prompts(handle: IO[bytes] | None, count: int) -> list[list[dict[str, 
             continue
         prompt = []
         for item in messages:
+            prompt.append({"role": item["role"], "content": item["content"][:SMOKE_CONTENT_LIMIT]})
             if item.get("role") == "assistant":
                 break
-            prompt.append({"role": item["role"], "content": item["content"][:SMOKE_CONTENT_LIMIT]})
-        if prompt and prompt[-1]["role"] == "user":
+        if len(prompt) >= 2 and prompt[-1]["role"] == "assistant" and prompt[-2]["role"] == "user":
             prompts.append(prompt)
     return prompts

@@ -229,6 +229,45 @@ def test_a_bad_model_is_rolled_back_and_the_live_one_keeps_its_traffic() -> None
     assert endpoint is not None and endpoint.traffic == {good.deployment_name: 100}
 
 
+def test_the_smoke_test_compares_answers_with_the_test_answers_on_the_new_and_the_live_deployment() -> None:
+    # GIVEN a live model WHEN a new version's model answers as well THEN it is promoted, with both similarities
+    ctx = fake_context()
+    start(ctx, upload_folder(ctx, "chat/v1"))
+    first = only_run(ctx)
+    assert first.smoke_prompts[0][-1] == {"role": "assistant", "content": "100 plus 100 is 200."}
+    result = first.smoke["results"][0]
+    assert result["reference"] == "100 plus 100 is 200." and 0 < result["similarity"] < 1
+    assert "live" not in result and "live_similarity" not in first.smoke
+    ctx.clock.advance(60)  # type: ignore[attr-defined]
+    start(ctx, upload_folder(ctx, "chat/v2", manifest={"description": "same data, new version"}))
+    second = next(run for run in ctx.ledger.list_runs() if run.version == "v2")
+    assert second.status is RunStatus.SUCCEEDED
+    assert second.smoke["similarity"] == second.smoke["live_similarity"] == first.smoke["similarity"]
+    assert second.smoke["results"][0]["live"]["ok"]
+
+
+def test_a_model_that_answers_worse_than_the_live_one_is_rolled_back_for_quality() -> None:
+    ctx = fake_context()
+    start(ctx, upload_folder(ctx, "chat/v1"))
+    ctx.clock.advance(60)  # type: ignore[attr-defined]
+    start(ctx, upload_folder(ctx, "chat/v2", manifest={"parameters": {"simulate_failure": "quality"}}))
+    worse = next(run for run in ctx.ledger.list_runs() if run.version == "v2")
+    live = next(run for run in ctx.ledger.list_runs() if run.version == "v1")
+    assert (worse.status, worse.error_category) == (RunStatus.ROLLED_BACK, "quality")
+    assert "less like the test answers than those of the live deployment" in worse.error_message
+    assert worse.smoke["similarity"] < worse.smoke["live_similarity"] and not worse.smoke["passed"]
+    endpoint = ctx.backend.get_endpoint(live.endpoint_name)
+    assert endpoint is not None and endpoint.traffic == {live.deployment_name: 100}
+
+
+def test_a_first_model_below_the_minimum_similarity_is_rolled_back() -> None:
+    ctx = fake_context(smoke_min_similarity=0.9)
+    start(ctx, upload_folder(ctx))
+    run = only_run(ctx)
+    assert (run.status, run.error_category) == (RunStatus.ROLLED_BACK, "quality")
+    assert "too unlike the test answers" in run.error_message and "AUTOPILOT_SMOKE_MIN_SIMILARITY" in run.error_message
+
+
 def test_ml_events_of_jobs_this_app_did_not_submit_are_ignored() -> None:
     ctx = fake_context()
     raw = ml_job_event_payload(

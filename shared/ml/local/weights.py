@@ -138,7 +138,15 @@ def build_tiny_model(target: Path, hidden_size: int = 64, layers: int = 2, seed:
     )
     scratch = target.with_name(f".{target.name}.{os.getpid()}.partial")
     shutil.rmtree(scratch, ignore_errors=True)
-    LlamaForCausalLM(config).save_pretrained(scratch)
+    model = LlamaForCausalLM(config)
+    blank = [
+        token for token in range(len(tokenizer)) if not tokenizer.decode([token], skip_special_tokens=True).strip()
+    ]
+    with torch.no_grad():
+        # Special and whitespace tokens (the end of a turn among them) then have zero logits and never
+        # win a greedy pick: the random model answers with words, as the smoke test's greedy requests need.
+        model.get_input_embeddings().weight[blank] = 0
+    model.save_pretrained(scratch)
     tokenizer.save_pretrained(scratch)
     (scratch / READY_MARKER).touch()
     shutil.rmtree(target, ignore_errors=True)
