@@ -7,6 +7,7 @@ import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -95,20 +96,29 @@ def run(args: argparse.Namespace) -> int:
 def _compare_base_and_tuned(settings: Settings, run: Run) -> None:
     """The same prompt to the base model (in this process) and to the fine-tuned endpoint (over HTTP)."""
     from shared.ml.local.backend import LocalMLBackend
-    from shared.ml.local.conversations import reply_from_folder
+    from shared.ml.local.conversations import generate_reply, load_for_replies
     from shared.ml.local.weights import BaseModel
     from shared.ml.scoring import chat_request, response_text
+    from shared.stages.rollout import SMOKE_PARAMETERS
 
     backend = LocalMLBackend.from_settings(settings, watch=False)
     messages = [{"role": "user", "content": COMPARISON_PROMPT}]
     _say("\n-- the same prompt to the base model and to the fine-tuned endpoint (greedy decoding)")
     _say(f"   prompt: {COMPARISON_PROMPT}")
     folder = BaseModel.from_setting(settings.local_base_model).ensure_folder(backend.store.weights_dir)
-    base = reply_from_folder(folder, messages, COMPARISON_PARAMETERS)
+    model, tokenizer = load_for_replies(folder)
+    base = generate_reply(model, tokenizer, messages, COMPARISON_PARAMETERS)
     tuned = response_text(backend.score(run.endpoint_name, chat_request(messages, COMPARISON_PARAMETERS)))
     _say(f"   base {run.base_model}:\n      {_indented(base)}")
     _say(f"   fine-tuned, endpoint {run.endpoint_name} ({run.scoring_uri}):\n      {_indented(tuned)}")
     _say(f"   the sample's style (opens 'Ahoy', closes 'Fair winds'): base {_style(base)}, fine-tuned {_style(tuned)}")
+    if "similarity" in run.smoke:
+        base_similarity = _base_similarity(lambda turns: generate_reply(model, tokenizer, turns, SMOKE_PARAMETERS), run)
+        _say(
+            f"   similarity to the test answers (the smoke test's quality check): fine-tuned "
+            f"{run.smoke['similarity']:.2f}, base {base_similarity:.2f} "
+            f"on the same {len(run.smoke_prompts)} conversations"
+        )
     metrics = run.metrics
     if "train_loss" in metrics:
         _say(
@@ -121,6 +131,14 @@ def _compare_base_and_tuned(settings: Settings, run: Run) -> None:
             f"   eval loss on the test split: {metrics.get('eval_loss_before', float('nan')):.3f} before, "
             f"{metrics['eval_loss']:.3f} after"
         )
+
+
+def _base_similarity(reply: Callable[[list[dict[str, str]]], str], run: Run) -> float:
+    """The base model's mean similarity to the test answers on the run's smoke conversations."""
+    from shared.ml.quality import similarity
+
+    scores = [similarity(reply(conversation[:-1]), conversation[-1]["content"]) for conversation in run.smoke_prompts]
+    return sum(scores) / len(scores) if scores else 0.0
 
 
 def _indented(text: str) -> str:

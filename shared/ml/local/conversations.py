@@ -84,12 +84,16 @@ def generate_reply(model: Any, tokenizer: Any, messages: list[dict[str, str]], p
     return str(tokenizer.decode(new_tokens, skip_special_tokens=True)).strip()
 
 
-def reply_from_folder(folder: Any, messages: list[dict[str, str]], parameters: dict[str, Any]) -> str:
-    """Load a transformers model folder and answer once (the demo's base-model side)."""
+def load_for_replies(folder: Any) -> tuple[Any, Any]:
+    """(model, tokenizer) of a transformers model folder, ready for `generate_reply`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def reply_from_folder(folder: Any, messages: list[dict[str, str]], parameters: dict[str, Any]) -> str:
+    """Load a transformers model folder and answer once."""
+    model, tokenizer = load_for_replies(folder)
     return generate_reply(model, tokenizer, messages, parameters)
