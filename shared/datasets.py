@@ -2,12 +2,14 @@
 
 A folder holds a train file (`train*.jsonl`, `train*.jsonl.gz` or `train*.parquet`), optionally
 test and validation files, and optionally the manifest `autopilot.json`. A run's id comes from
-the dataset name and a hash of the folder's content, so the same content uploaded twice is one run.
+the dataset name and a hash of the folder's content (its files' names and MD5s), so the same content
+uploaded twice is one run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from collections.abc import Iterable
@@ -45,15 +47,50 @@ def is_dataset_file(file_name: str) -> bool:
     return file_name == MANIFEST_NAME or split_of(file_name) is not None
 
 
-def content_hash(files: Iterable[tuple[str, IO[bytes]]]) -> str:
-    """SHA-256 over the files' names and contents, independent of the order they are given in."""
-    digests = []
-    for name, stream in files:
-        digest = hashlib.sha256()
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-        digests.append(f"{name}\n{digest.hexdigest()}\n")
-    return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
+def file_md5(stream: IO[bytes]) -> str:
+    """The hex MD5 of a stream's content: what Blob Storage keeps as a blob's Content-MD5."""
+    digest = hashlib.md5(usedforsecurity=False)
+    while chunk := stream.read(_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+class MD5Reader(io.RawIOBase):
+    """Reads `stream` through, keeping the MD5 of all it has read so far in `hexdigest()`; `read_to_end`
+    once a read found nothing more."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__()
+        self._stream = stream
+        self._digest = hashlib.md5(usedforsecurity=False)
+        self.read_to_end = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        view = memoryview(target).cast("B")
+        chunk = self._stream.read(len(view))
+        view[: len(chunk)] = chunk
+        self._digest.update(chunk)
+        if view and not chunk:
+            self.read_to_end = True
+        return len(chunk)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
+
+
+def content_hash(files: Iterable[tuple[str, str]]) -> str:
+    """SHA-256 over the files' (name, hex MD5 of content) pairs, independent of the order they come in.
+
+    MD5s, so that a blob whose Content-MD5 property is set need not be read to know its content.
+    """
+    return hashlib.sha256("".join(sorted(f"{name}\n{md5}\n" for name, md5 in files)).encode()).hexdigest()
 
 
 def slug(text: str, limit: int = 40) -> str:

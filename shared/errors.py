@@ -38,6 +38,18 @@ class PermanentError(AutopilotError):
             self.category = category
 
 
+class BlobChangedError(PermanentError):
+    """A dataset file was written again after its run started: the run it belongs to now is a newer one."""
+
+    category = "dataset_changed"
+
+
+class ContentMD5MismatchError(PermanentError):
+    """A dataset file's Content-MD5 property does not match its content."""
+
+    category = "dataset_changed"
+
+
 class DatasetRejectedError(PermanentError):
     category = "validation"
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, BinaryIO, Protocol, cast
 
-from shared.errors import TransientError
+from shared.errors import BlobChangedError, TransientError
 
 
 @dataclass(frozen=True)
@@ -20,16 +20,26 @@ class BlobInfo:
     url: str
     etag: str
     size: int
+    # The blob's Content-MD5 property in hex, "" when it has none: the service sets it for a blob
+    # uploaded in one request, `autopilot upload` for any; a blob committed from blocks has none.
+    content_md5: str = ""
 
 
 class BlobStore(Protocol):
     def list_blobs(self, container: str, prefix: str) -> list[BlobInfo]: ...
 
-    def open_read(self, container: str, name: str) -> BinaryIO:
-        """A readable stream of the blob, downloaded in chunks as it is read."""
+    def open_read(self, container: str, name: str, etag: str = "") -> BinaryIO:
+        """A readable stream of the blob, downloaded in chunks as it is read.
+
+        With `etag`, only that version of the blob: `BlobChangedError` if it has been written since.
+        """
         ...
 
-    def upload(self, container: str, name: str, data: bytes | IO[bytes], content_type: str = "") -> BlobInfo: ...
+    def upload(
+        self, container: str, name: str, data: bytes | IO[bytes], content_type: str = "", content_md5: str = ""
+    ) -> BlobInfo:
+        """Write the blob; `content_md5` (hex) is stored as its Content-MD5 property."""
+        ...
 
     def url(self, container: str, name: str) -> str: ...
 
@@ -145,7 +155,14 @@ class AzureBlobStore:
         client = self._service.get_container_client(container)
         try:
             return [
-                BlobInfo(container, blob.name, client.get_blob_client(blob.name).url, blob.etag, blob.size)
+                BlobInfo(
+                    container,
+                    blob.name,
+                    client.get_blob_client(blob.name).url,
+                    blob.etag,
+                    blob.size,
+                    bytes(blob.content_settings.content_md5 or b"").hex(),
+                )
                 for blob in client.list_blobs(name_starts_with=prefix)
             ]
         except ResourceNotFoundError:
@@ -153,16 +170,25 @@ class AzureBlobStore:
         except AzureError as exc:
             raise TransientError(f"could not list {container}/{prefix}: {exc}") from exc
 
-    def open_read(self, container: str, name: str) -> BinaryIO:
-        from azure.core.exceptions import AzureError
+    def open_read(self, container: str, name: str, etag: str = "") -> BinaryIO:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import AzureError, ResourceModifiedError
 
         try:
-            downloader = self._service.get_blob_client(container, name).download_blob(max_concurrency=1)
+            downloader = self._service.get_blob_client(container, name).download_blob(
+                max_concurrency=1,
+                etag=etag or None,
+                match_condition=MatchConditions.IfNotModified if etag else None,
+            )
+        except ResourceModifiedError:
+            raise BlobChangedError(f"blob {container}/{name} has been written since its version {etag}") from None
         except AzureError as exc:
             raise TransientError(f"could not read blob {container}/{name}: {exc}") from exc
         return cast(BinaryIO, DownloadStream(downloader, f"{container}/{name}"))
 
-    def upload(self, container: str, name: str, data: bytes | IO[bytes], content_type: str = "") -> BlobInfo:
+    def upload(
+        self, container: str, name: str, data: bytes | IO[bytes], content_type: str = "", content_md5: str = ""
+    ) -> BlobInfo:
         from azure.core.exceptions import AzureError, ResourceExistsError
         from azure.storage.blob import ContentSettings
 
@@ -172,12 +198,15 @@ class AzureBlobStore:
                     self._service.create_container(container)
                 self._containers_made.add(container)
             client = self._service.get_blob_client(container, name)
-            settings = ContentSettings(content_type=content_type) if content_type else None
-            result = client.upload_blob(data, overwrite=True, content_settings=settings)
-            size = client.get_blob_properties().size
+            settings = ContentSettings(
+                content_type=content_type or None, content_md5=bytearray.fromhex(content_md5) if content_md5 else None
+            )
+            client.upload_blob(data, overwrite=True, content_settings=settings)
+            properties = client.get_blob_properties()
         except AzureError as exc:
             raise TransientError(f"could not upload blob {container}/{name}: {exc}") from exc
-        return BlobInfo(container, name, client.url, str(result.get("etag", "")), size)
+        stored_md5 = bytes(properties.content_settings.content_md5 or b"").hex()
+        return BlobInfo(container, name, client.url, str(properties.etag), properties.size, stored_md5)
 
     def url(self, container: str, name: str) -> str:
         return str(self._service.get_blob_client(container, name).url)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import IO, BinaryIO
 
-from shared.errors import LedgerConflictError
+from shared.errors import BlobChangedError, LedgerConflictError
 from shared.ledger import Run
 from shared.messages import QueueMessage
 from shared.ml.simulated import SimulatedMLBackend
@@ -48,25 +49,38 @@ class FakeBlobStore:
         self.blobs: dict[tuple[str, str], bytes] = {}
         self._etags = itertools.count(1)
         self.etags: dict[tuple[str, str], str] = {}
+        self.md5s: dict[tuple[str, str], str] = {}
+        # Names of the blobs opened for reading, in order.
+        self.reads: list[str] = []
+        # Blobs uploaded without an MD5 get none, as blobs committed from blocks.
+        self.service_md5 = False
 
     def url(self, container: str, name: str) -> str:
         return f"https://fake.blob/{container}/{name}"
 
     def list_blobs(self, container: str, prefix: str) -> list[BlobInfo]:
         return [
-            BlobInfo(c, n, self.url(c, n), self.etags[(c, n)], len(data))
+            BlobInfo(c, n, self.url(c, n), self.etags[(c, n)], len(data), self.md5s.get((c, n), ""))
             for (c, n), data in sorted(self.blobs.items())
             if c == container and n.startswith(prefix)
         ]
 
-    def open_read(self, container: str, name: str) -> BinaryIO:
+    def open_read(self, container: str, name: str, etag: str = "") -> BinaryIO:
+        if etag and etag != self.etags[(container, name)]:
+            raise BlobChangedError(f"blob {container}/{name} has been written since its version {etag}")
+        self.reads.append(name)
         return io.BytesIO(self.blobs[(container, name)])
 
-    def upload(self, container: str, name: str, data: bytes | IO[bytes], content_type: str = "") -> BlobInfo:
+    def upload(
+        self, container: str, name: str, data: bytes | IO[bytes], content_type: str = "", content_md5: str = ""
+    ) -> BlobInfo:
+        """Like Put Blob: Content-MD5 is the one given, else (`service_md5`) the content's."""
         content = data if isinstance(data, bytes) else data.read()
         self.blobs[(container, name)] = content
         self.etags[(container, name)] = f'"0x{next(self._etags):X}"'
-        return BlobInfo(container, name, self.url(container, name), self.etags[(container, name)], len(content))
+        md5 = content_md5 or (hashlib.md5(content).hexdigest() if self.service_md5 else "")
+        self.md5s[(container, name)] = md5
+        return BlobInfo(container, name, self.url(container, name), self.etags[(container, name)], len(content), md5)
 
 
 class FakeFolderTracker:

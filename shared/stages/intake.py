@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import IO
-
-from shared.datasets import MANIFEST_NAME, content_hash, is_dataset_file, make_run_id, parse_dataset_path, split_of
+from shared.datasets import (
+    MANIFEST_NAME,
+    content_hash,
+    file_md5,
+    is_dataset_file,
+    make_run_id,
+    parse_dataset_path,
+    split_of,
+)
+from shared.errors import BlobChangedError
 from shared.events import BlobCreated
 from shared.ledger import Run, RunStage, RunStatus, iso
 from shared.messages import SettleDatasetFolder, ValidateDataset
@@ -46,11 +52,25 @@ def note_blob_created(event: BlobCreated, ctx: StageContext) -> SettleDatasetFol
     return message
 
 
-def _read_one_by_one(ctx: StageContext, container: str, blobs: list[BlobInfo]) -> Iterator[tuple[str, IO[bytes]]]:
-    """(file name, open stream) per blob, each opened when it is wanted and closed when the next one is."""
+def _content_md5s(ctx: StageContext, container: str, blobs: list[BlobInfo]) -> list[tuple[str, str]]:
+    """(hex MD5, "property" or "content") per blob: its Content-MD5 property where it has one, else read.
+
+    A blob is read pinned to the version listed; `BlobChangedError` when it has been written since.
+    """
+    md5s = []
     for blob in blobs:
-        with ctx.blobs.open_read(container, blob.name) as stream:
-            yield blob.name.rsplit("/", 1)[-1], stream
+        if blob.content_md5:
+            md5s.append((blob.content_md5, "property"))
+            continue
+        with ctx.blobs.open_read(container, blob.name, blob.etag) as stream:
+            md5s.append((file_md5(stream), "content"))
+    read = sum(1 for _, source in md5s if source == "content")
+    log.info("identified %d file(s) of %s: %d by Content-MD5, %d read", len(blobs), container, len(blobs) - read, read)
+    return md5s
+
+
+def _file_name(blob: BlobInfo) -> str:
+    return blob.name.rsplit("/", 1)[-1]
 
 
 def settle_dataset_folder(message: SettleDatasetFolder, ctx: StageContext) -> ValidateDataset | None:
@@ -67,7 +87,7 @@ def settle_dataset_folder(message: SettleDatasetFolder, ctx: StageContext) -> Va
         for blob in ctx.blobs.list_blobs(container, folder)
         if (path := parse_dataset_path(blob.name)) is not None and is_dataset_file(path.file_name)
     ]
-    names = {blob.name.rsplit("/", 1)[-1] for blob in blobs}
+    names = {_file_name(blob) for blob in blobs}
     if not any(split_of(name) == "train" for name in names):
         log.warning(
             "folder %s has no train file (train*.jsonl, .jsonl.gz or .parquet) yet: %s; waiting for more files",
@@ -75,7 +95,12 @@ def settle_dataset_folder(message: SettleDatasetFolder, ctx: StageContext) -> Va
             ", ".join(sorted(names)) or "empty",
         )
         return None
-    digest = content_hash(_read_one_by_one(ctx, container, blobs))
+    try:
+        md5s = _content_md5s(ctx, container, blobs)
+    except BlobChangedError as exc:
+        log.info("folder %s changed while it was being settled (%s); a later message settles it", folder, exc)
+        return None
+    digest = content_hash((_file_name(blob), md5) for blob, (md5, _) in zip(blobs, md5s, strict=True))
     run_id = make_run_id(message.dataset, digest)
     now = iso(ctx.clock())
     run = Run(
@@ -87,16 +112,21 @@ def settle_dataset_folder(message: SettleDatasetFolder, ctx: StageContext) -> Va
         created_at=now,
         updated_at=now,
         stage_times={RunStage.RECEIVED.value: now},
-        inputs=[
-            {
-                "name": b.name.rsplit("/", 1)[-1],
-                "url": b.url,
-                "etag": b.etag,
-                "size": b.size,
-                "split": split_of(b.name.rsplit("/", 1)[-1]) or "manifest",
-            }
-            for b in sorted(blobs, key=lambda b: b.name)
-        ],
+        inputs=sorted(
+            (
+                {
+                    "name": _file_name(blob),
+                    "url": blob.url,
+                    "etag": blob.etag,
+                    "size": blob.size,
+                    "split": split_of(_file_name(blob)) or "manifest",
+                    "md5": md5,
+                    "md5_from": md5_from,
+                }
+                for blob, (md5, md5_from) in zip(blobs, md5s, strict=True)
+            ),
+            key=lambda item: item["name"],
+        ),
     )
     if ctx.ledger.create(run):
         log.info("run %s started for %s (%d files)", run_id, folder, len(blobs))

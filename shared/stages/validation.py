@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from functools import partial
 from typing import IO, Any, BinaryIO, cast
 
-from shared.datasets import MANIFEST_NAME, Manifest
-from shared.errors import DatasetRejectedError
+from shared.datasets import MANIFEST_NAME, Manifest, MD5Reader
+from shared.errors import ContentMD5MismatchError, DatasetRejectedError
 from shared.ledger import Run, RunStage, update_run
 from shared.messages import SubmitFinetuneJob, ValidateDataset
 from shared.stages.context import StageContext, fail_run, log, run_stage
@@ -27,17 +28,19 @@ def _validate(run: Run, ctx: StageContext) -> SubmitFinetuneJob | None:
     folder = f"{run.dataset}/{run.version}/"
     manifest = Manifest()
     sources = []
+    # Files identified by their Content-MD5 property, which nobody checked against their content yet.
+    unchecked: dict[str, MD5Reader] = {}
     for item in run.inputs:
         blob_name = folder + item["name"]
+        # The versions the run was started for: a file written since belongs to a newer run.
+        open_pinned = partial(ctx.blobs.open_read, container, blob_name, item.get("etag", ""))
         if item["name"] == MANIFEST_NAME:
-            with ctx.blobs.open_read(container, blob_name) as stream:
+            with open_pinned() as stream:
                 manifest = Manifest.parse(stream.read(), f"{folder}{MANIFEST_NAME}")
             continue
-        sources.append(
-            DatasetSource(
-                name=item["name"], split=item["split"], open=partial(ctx.blobs.open_read, container, blob_name)
-            )
-        )
+        if item.get("md5_from") == "property":
+            open_pinned = partial(_opened_with_md5, open_pinned, item["name"], unchecked)
+        sources.append(DatasetSource(name=item["name"], split=item["split"], open=open_pinned))
     options = ValidationOptions(
         strict=ctx.settings.strict_validation,
         max_bad_row_fraction=ctx.settings.max_bad_row_fraction,
@@ -54,6 +57,7 @@ def _validate(run: Run, ctx: StageContext) -> SubmitFinetuneJob | None:
 
     try:
         report = validate_dataset(sources, options, clean_output)
+        _check_content_md5s(run, unchecked)
         clean_urls = {}
         if report.valid:
             for split, handle in cleaned.items():
@@ -92,6 +96,23 @@ def _validate(run: Run, ctx: StageContext) -> SubmitFinetuneJob | None:
         return None
     log.info("run %s: dataset valid: %s", run.run_id, report.summary())
     return SubmitFinetuneJob(run.run_id)
+
+
+def _opened_with_md5(open_blob: Callable[[], BinaryIO], name: str, readers: dict[str, MD5Reader]) -> BinaryIO:
+    reader = readers[name] = MD5Reader(open_blob())
+    return cast(BinaryIO, reader)
+
+
+def _check_content_md5s(run: Run, readers: dict[str, MD5Reader]) -> None:
+    """Each file that was identified by its Content-MD5 property, and read to its end, has that MD5 (Blob
+    Storage does not check the property of a blob committed from blocks, so a tool may have set a wrong one)."""
+    for item in run.inputs:
+        reader = readers.get(item["name"])
+        if reader is not None and reader.read_to_end and reader.hexdigest() != item["md5"]:
+            raise ContentMD5MismatchError(
+                f"{item['name']}: its Content-MD5 property says {item['md5']} but its content's MD5 is "
+                f"{reader.hexdigest()}; upload it again without a Content-MD5 or with the right one"
+            )
 
 
 class _Unclosable:
