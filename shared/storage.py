@@ -174,12 +174,10 @@ class AzureBlobStore:
         from azure.core import MatchConditions
         from azure.core.exceptions import AzureError, ResourceModifiedError
 
+        # Only when pinned: a None condition would be passed on to the HTTP transport.
+        pinned: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
         try:
-            downloader = self._service.get_blob_client(container, name).download_blob(
-                max_concurrency=1,
-                etag=etag or None,
-                match_condition=MatchConditions.IfNotModified if etag else None,
-            )
+            downloader = self._service.get_blob_client(container, name).download_blob(max_concurrency=1, **pinned)
         except ResourceModifiedError:
             raise BlobChangedError(f"blob {container}/{name} has been written since its version {etag}") from None
         except AzureError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from autopilot.local.stack import LocalStack
+from shared.errors import BlobChangedError
 from shared.ledger import RunStage, RunStatus
 from shared.queueing import encode_queue_body
 from shared.storage import AzureBlobStore
@@ -172,3 +174,20 @@ def test_no_secret_reaches_the_logs_or_the_ledger(stack: LocalStack) -> None:
         assert AZURITE_KEY not in log.read_text(errors="replace"), log.name
     for run in ledger_of(stack).list_runs():
         assert AZURITE_KEY not in json.dumps(run.to_dict())
+
+
+def test_blob_store_keeps_content_md5s_and_reads_only_the_version_asked_for(stack: LocalStack) -> None:
+    state = stack.load()
+    assert state is not None
+    store = AzureBlobStore(state.connection_string)
+    # Azurite, as Blob Storage, sets Content-MD5 for a blob put in one request; upload can set it too
+    put = store.upload("identity-check", "a/v1/train.jsonl", b"{}\n")
+    given = store.upload("identity-check", "a/v1/test.jsonl", b"[]\n", content_md5=hashlib.md5(b"[]\n").hexdigest())
+    listed = {blob.name: blob.content_md5 for blob in store.list_blobs("identity-check", "a/v1/")}
+    assert listed == {put.name: hashlib.md5(b"{}\n").hexdigest(), given.name: hashlib.md5(b"[]\n").hexdigest()}
+    # a version written over is refused; unpinned, the newest is read
+    store.upload("identity-check", "a/v1/train.jsonl", b"{}\n{}\n")
+    with pytest.raises(BlobChangedError, match="has been written since its version"):
+        store.open_read("identity-check", "a/v1/train.jsonl", put.etag)
+    with store.open_read("identity-check", "a/v1/train.jsonl") as stream:
+        assert stream.read() == b"{}\n{}\n"
