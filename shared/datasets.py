@@ -70,12 +70,17 @@ class MD5Reader(io.RawIOBase):
 
     def readinto(self, target: Any) -> int:
         view = memoryview(target).cast("B")
-        chunk = self._stream.read(len(view))
-        view[: len(chunk)] = chunk
-        self._digest.update(chunk)
-        if view and not chunk:
+        fill = getattr(self._stream, "readinto", None)
+        if fill is not None:
+            size = fill(view) or 0
+        else:
+            chunk = self._stream.read(len(view))
+            size = len(chunk)
+            view[:size] = chunk
+        self._digest.update(view[:size])
+        if view and not size:
             self.read_to_end = True
-        return len(chunk)
+        return int(size)
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()

@@ -39,13 +39,14 @@ def list_runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([run.to_dict() for run in runs], indent=1))
         return 0
-    rows = [("RUN", "DATASET/VERSION", "STAGE", "STATUS", "UPDATED", "ERROR")]
+    rows = [("RUN", "DATASET/VERSION", "STAGE", "STATUS", "ENDPOINT", "UPDATED", "ERROR")]
     rows += [
         (
             r.run_id,
             f"{r.dataset}/{r.version}",
             r.stage.value,
             r.status.value,
+            f"{r.endpoint_name} ({r.endpoint_state.split(' ', 1)[0]})" if r.endpoint_state else "",
             r.updated_at[:19],
             (r.error_category + ": " + r.error_message)[:60] if r.error_message else "",
         )
