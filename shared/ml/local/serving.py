@@ -5,8 +5,9 @@
 
 An endpoint server checks the key (`Authorization: Bearer <key>`, 401 otherwise), picks a deployment
 (the `azureml-model-deployment` header, else at random by the traffic weights in its record), forwards
-the request to that deployment's process on 127.0.0.1 and counts it per deployment and minute.
-A deployment process loads its registered model from the MLflow registry, then listens; it answers
+the request to that deployment's process on 127.0.0.1 and counts it per deployment and minute. A
+deployment with mirror traffic gets a copy of that share of the requests not pinned by the header; its
+answers are dropped. A deployment process loads its registered model from the MLflow registry, then listens; it answers
 `{"output": "<assistant text>"}` like Azure's chat-completion deployments.
 """
 
@@ -102,6 +103,8 @@ class EndpointHandler(_JsonHandler):
     store: LocalStore
     endpoint_name: str
     pick: Callable[[list[str], list[int]], str] = staticmethod(_weighted_choice)
+    # A number in [0, 1): a request is mirrored when it falls under the mirror share.
+    chance: Callable[[], float] = staticmethod(random.random)
 
     def do_GET(self) -> None:
         if self.path == HEALTH_PATH:
@@ -131,8 +134,22 @@ class EndpointHandler(_JsonHandler):
             self._reply(404, {"error": str(exc)})
             return
         record_request(self.store, self.endpoint_name, name, datetime.now(timezone.utc))
+        if not self.headers.get(DEPLOYMENT_HEADER):
+            self._mirror(body, record, name)
         status, answer = self._forward(body, int(deployments[name]["port"]), name)
         self._reply(status, answer, {DEPLOYMENT_HEADER: name})
+
+    def _mirror(self, body: bytes, record: dict[str, Any], served_by: str) -> None:
+        """Copy the request, in the background, to the deployment with mirror traffic, for its share of
+        requests; its answer is dropped. Requests pinned to a deployment by the header are not copied."""
+        for name, percent in (record.get("mirror_traffic") or {}).items():
+            deployment = record.get("deployments", {}).get(name)
+            if deployment is None or name == served_by or type(self).chance() * 100 >= int(percent):
+                continue
+            record_request(self.store, self.endpoint_name, name, datetime.now(timezone.utc))
+            threading.Thread(
+                target=self._forward, args=(body, int(deployment["port"]), name), name=f"mirror-{name}", daemon=True
+            ).start()
 
     def _authorised(self) -> bool:
         scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")

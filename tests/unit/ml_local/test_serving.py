@@ -15,7 +15,12 @@ import pytest
 
 from shared.errors import BackendError, NotFoundError
 from shared.ml.local.backend import LocalMLBackend
-from shared.ml.local.serving import choose_deployment, make_deployment_server, make_endpoint_server
+from shared.ml.local.serving import (
+    EndpointHandler,
+    choose_deployment,
+    make_deployment_server,
+    make_endpoint_server,
+)
 from shared.ml.scoring import chat_request, response_text
 from tests.unit.ml_local.fakes import FakePublisher, FakeSpawn
 
@@ -141,3 +146,41 @@ def test_a_deployment_whose_process_died_is_failed_with_its_log(backend: LocalML
     deployment = backend.get_deployment("ep", "green")
     assert deployment is not None and deployment.failed
     assert deployment.error is not None and "out of memory" in deployment.error
+
+
+def test_mirror_traffic_copies_its_share_of_unpinned_requests_and_drops_the_answers(
+    backend: LocalMLBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a second deployment 'green' with no live traffic and 50 % mirror traffic
+    heard: list[str] = []
+    mirror = make_deployment_server(lambda messages, parameters: heard.append(messages[-1]["content"]) or "x", 0)
+    serve(mirror)
+    with backend.store.lock():
+        record = backend.store.read_endpoint("ep")
+        assert record is not None
+        record["deployments"]["green"] = {**record["deployments"]["blue"], "port": mirror.server_address[1]}
+        record["traffic"] = {"blue": 100, "green": 0}
+        record["mirror_traffic"] = {"green": 50}
+        backend.store.write_endpoint(record)
+    draws = iter([0.2, 0.7])  # under 50 %, then over
+    monkeypatch.setattr(EndpointHandler, "chance", staticmethod(lambda: next(draws)))
+    try:
+        # WHEN two unpinned requests and one pinned to blue come in
+        first = backend.score("ep", chat_request([{"role": "user", "content": "one"}]))
+        second = backend.score("ep", chat_request([{"role": "user", "content": "two"}]))
+        pinned = backend.score("ep", chat_request([{"role": "user", "content": "three"}]), "blue")
+        # THEN the callers get blue's answers, and green hears only the first request
+        assert [response_text(answer) for answer in (first, second, pinned)] == [
+            "Ahoy! one",
+            "Ahoy! two",
+            "Ahoy! three",
+        ]
+        deadline = datetime.now(timezone.utc) + timedelta(seconds=5)
+        while not heard and datetime.now(timezone.utc) < deadline:
+            threading.Event().wait(0.05)
+        assert heard == ["one"]
+        counts = backend.requests_per_minute("ep", datetime.now(timezone.utc) - timedelta(minutes=5))
+        assert (sum(counts["blue"]), sum(counts["green"])) == (3, 1)
+    finally:
+        mirror.shutdown()
+        mirror.server_close()
