@@ -146,6 +146,14 @@ def _deleted_hint(endpoint: str) -> str:
     )
 
 
+def _key_command(backend: str, endpoint: str) -> str:
+    if backend == "azureml":
+        return f"az ml online-endpoint get-credentials -n {endpoint} -g <resource group> -w <workspace>"
+    if backend == "local":
+        return f"autopilot endpoint-key {endpoint}"
+    return "the simulated backend has no keys"
+
+
 def restore_endpoint(args: argparse.Namespace) -> int:
     """Send `RestoreEndpoint` for the endpoint's last live run; wait until it serves again unless told not to."""
     import time
@@ -178,6 +186,7 @@ def restore_endpoint(args: argparse.Namespace) -> int:
         state = current.endpoint_state if current else ""
         if state == "live":
             print(f"endpoint {args.endpoint} is live again: {current.scoring_uri if current else ''}")
+            print(f"its keys are new: {_key_command(settings.ml_backend, args.endpoint)}")
             return 0
         if state.startswith(RESTORE_FAILED):
             print(f"endpoint {args.endpoint} could not be restored: {state}", file=sys.stderr)

@@ -195,6 +195,7 @@ def test_an_endpoint_deleted_as_idle_comes_back_on_demand(stack: LocalStack, liv
     restored = cli(stack, "restore", name, "--timeout", "100")
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert f"endpoint {name} is live again" in restored.stdout
+    assert f"its keys are new: autopilot endpoint-key {name}" in restored.stdout
     run = ledger_of(stack).get(live_run.run_id)
     assert run is not None and run.endpoint_state == "live" and "restored" in run.stage_times
     key = cli(stack, "endpoint-key", name).stdout.strip()
