@@ -1,8 +1,9 @@
-"""HTTP API to bring back an endpoint that the idle cleanup deleted.
+"""HTTP API over the endpoints: what is served, and bringing back an endpoint the idle cleanup deleted.
 
-In: `POST /api/endpoints/{name}/restore`.
-Out: 202 with the run whose model comes back, and `RestoreEndpoint` on `restore-endpoint`; 200 when the
-endpoint is live already; 404 when no run of this app served it until the idle cleanup.
+In: `GET /api/endpoints`; `POST /api/endpoints/{name}/restore`.
+Out: the endpoints as JSON (live ones with their deployments, then those deleted as idle); for a restore,
+202 with the run whose model comes back, and `RestoreEndpoint` on `restore-endpoint`, 200 when the
+endpoint is live already, 404 when no run of this app served it until the idle cleanup.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from shared.bootstrap import stage_context
 from shared.errors import NothingToRestoreError
 from shared.messages import RESTORE_QUEUE
 from shared.settings import STORAGE_CONNECTION
+from shared.stages.endpoints import endpoint_overview
 from shared.stages.restore import request_restore
 
 bp = func.Blueprint()
@@ -22,6 +24,13 @@ bp = func.Blueprint()
 
 def _json(body: object, status: int) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body, indent=1), status_code=status, mimetype="application/json")
+
+
+@bp.route(route="endpoints", methods=["GET"])
+def list_endpoints(req: func.HttpRequest) -> func.HttpResponse:
+    ctx = stage_context()
+    endpoints = endpoint_overview(ctx.backend, ctx.ledger)
+    return _json({"endpoints": endpoints, "count": len(endpoints)}, 200)
 
 
 @bp.route(route="endpoints/{name}/restore", methods=["POST"])

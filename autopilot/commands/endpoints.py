@@ -14,7 +14,9 @@ EXIT_FAILED = 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    endpoints = subparsers.add_parser("endpoints", help="list endpoints: scoring URI, deployments, traffic")
+    endpoints = subparsers.add_parser(
+        "endpoints", help="list endpoints: scoring URI, deployments, traffic; and those deleted as idle"
+    )
     endpoints.add_argument("--json", action="store_true", help="print JSON instead of text")
     endpoints.set_defaults(func=list_endpoints)
     key = subparsers.add_parser("endpoint-key", help="print an endpoint's key (local backend), and nothing else")
@@ -51,41 +53,21 @@ def _backend() -> MLBackend:
     return build_backend(settings)
 
 
-def describe_endpoints(backend: MLBackend) -> list[dict[str, Any]]:
-    """Every endpoint with its deployments (model, traffic, state) as plain JSON values."""
-    out = []
-    for endpoint in backend.list_endpoints():
-        deployments = []
-        for name in endpoint.deployments:
-            info = backend.get_deployment(endpoint.name, name)
-            deployments.append(
-                {
-                    "name": name,
-                    "traffic": endpoint.traffic.get(name, 0),
-                    "model": f"{info.model_name}:{info.model_version}" if info else "",
-                    "state": info.state if info else "missing",
-                }
-            )
-        out.append(
-            {
-                "name": endpoint.name,
-                "scoring_uri": endpoint.scoring_uri,
-                "deployments": deployments,
-                "created_at": endpoint.created_at.isoformat() if endpoint.created_at else None,
-                "last_request_at": endpoint.last_request_at.isoformat() if endpoint.last_request_at else None,
-            }
-        )
-    return out
-
-
 def list_endpoints(args: argparse.Namespace) -> int:
-    endpoints = describe_endpoints(_backend())
+    from autopilot.commands.common import cli_settings, open_ledger
+    from shared.stages.endpoints import endpoint_overview
+
+    endpoints = endpoint_overview(_backend(), open_ledger(cli_settings()))
     if args.json:
         print(json.dumps(endpoints, indent=1))
         return 0
     if not endpoints:
         print("(no endpoints)")
     for endpoint in endpoints:
+        if endpoint["state"] != "live":
+            print(f"{endpoint['name']}  {endpoint['state']} {endpoint['since']}  (model {endpoint['model']})")
+            print(f"  bring it back with: autopilot restore {endpoint['name']}")
+            continue
         print(f"{endpoint['name']}  {endpoint['scoring_uri']}")
         print(f"  last request: {endpoint['last_request_at'] or 'never'}")
         for deployment in endpoint["deployments"]:

@@ -19,7 +19,7 @@ from shared.timestamps import parse_iso
 
 RESTORING = "restoring"
 RESTORE_FAILED = "restore_failed"
-_RESTORABLE = (DELETED_IDLE, RESTORING, RESTORE_FAILED)
+RESTORABLE_STATES = (DELETED_IDLE, RESTORING, RESTORE_FAILED)
 
 
 def run_to_restore(ledger: RunLedger, endpoint_name: str) -> Run:
@@ -28,7 +28,7 @@ def run_to_restore(ledger: RunLedger, endpoint_name: str) -> Run:
     Raises `NothingToRestoreError`, saying what the endpoint's runs say instead, when there is none.
     """
     runs = [run for run in ledger.list_runs(limit=1000) if run.endpoint_name == endpoint_name]
-    restorable = [run for run in runs if run.endpoint_state.startswith(_RESTORABLE)]
+    restorable = [run for run in runs if run.endpoint_state.startswith(RESTORABLE_STATES)]
     if restorable:
         return max(restorable, key=lambda run: run.finished_at or run.created_at)
     if not runs:
@@ -67,7 +67,7 @@ def restore_endpoint(message: RestoreEndpoint, ctx: StageContext) -> None:
     if run.endpoint_state == "live":
         log.info("restore: endpoint %s of run %s is live already", run.endpoint_name, run.run_id)
         return
-    if not run.endpoint_state.startswith(_RESTORABLE):
+    if not run.endpoint_state.startswith(RESTORABLE_STATES):
         log.warning(
             "restore: run %s's endpoint %s was not deleted by the idle cleanup (state %r); nothing to do",
             run.run_id,

@@ -188,6 +188,11 @@ def test_an_endpoint_deleted_as_idle_comes_back_on_demand(stack: LocalStack, liv
         clock=lambda: utc_now() + timedelta(hours=2),
     )
     assert clean_up_idle_endpoints(later) == [name]
+    # THEN the CLI and the HTTP API list it as deleted, with the way back
+    listed = cli(stack, "endpoints")
+    assert f"{name}  deleted_idle" in listed.stdout and f"bring it back with: autopilot restore {name}" in listed.stdout
+    status, body = http_json(f"{state.functions_url}/api/endpoints")
+    assert status == 200 and [item["state"] for item in body["endpoints"] if item["name"] == name] == ["deleted_idle"]
     # WHEN someone chats with it THEN they are told it was deleted and how to bring it back
     chat = cli(stack, "chat", name, "Ahoy?", "--max-new-tokens", "4")
     assert chat.returncode == 1 and f"bring it back with: autopilot restore {name}" in chat.stderr

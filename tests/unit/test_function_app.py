@@ -44,6 +44,7 @@ def test_every_stage_is_its_own_function_with_the_expected_trigger() -> None:
         "get_run": ("httpTrigger", "runs/{run_id}"),
         "restore_endpoint": ("queueTrigger", "restore-endpoint"),
         "restore_endpoint_request": ("httpTrigger", "endpoints/{name}/restore"),
+        "list_endpoints": ("httpTrigger", "endpoints"),
     }
     assert outputs["validate_dataset"] == ["submit-finetune"] and outputs["ml_job_events"] == ["register-model"]
     assert outputs["restore_endpoint_request"] == ["restore-endpoint"]

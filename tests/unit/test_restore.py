@@ -13,6 +13,7 @@ from shared.ml.scoring import chat_request, response_text
 from shared.ml.simulated import SimulatedMLBackend
 from shared.stages.cleanup import clean_up_idle_endpoints
 from shared.stages.context import StageContext
+from shared.stages.endpoints import endpoint_overview
 from shared.stages.restore import request_restore, restore_endpoint
 from tests.fakes import FakeClock, FakeMessageSender, fake_context
 from tests.unit.test_stages import only_run, start, upload_folder
@@ -141,3 +142,20 @@ def test_the_cleanup_keeps_an_idle_endpoint_while_a_run_deploys_to_it_or_brings_
     # AND once that run has ended, the idle endpoint goes
     update_run(ctx.ledger, "chat-newer", lambda run: end_run(run, RunStatus.FAILED, message="stopped"))
     assert clean_up_idle_endpoints(ctx) == [live.endpoint_name]
+
+
+def test_the_overview_lists_live_endpoints_then_those_deleted_as_idle() -> None:
+    ctx, run = idle_deleted()
+    start(ctx, upload_folder(ctx, "other/v1"))
+    other = next(item for item in ctx.ledger.list_runs() if item.dataset == "other")
+
+    overview = endpoint_overview(ctx.backend, ctx.ledger)
+
+    assert [(item["name"], item["state"]) for item in overview] == [
+        (other.endpoint_name, "live"),
+        (run.endpoint_name, "deleted_idle"),
+    ]
+    assert overview[0]["run_id"] == other.run_id and overview[0]["deployments"][0]["traffic"] == 100
+    assert overview[1]["model"] == f"{run.model_name}:{run.model_version}" and overview[1]["run_id"] == run.run_id
+    deliver(ctx, RestoreEndpoint(run.run_id))
+    assert {item["state"] for item in endpoint_overview(ctx.backend, ctx.ledger)} == {"live"}
