@@ -8,8 +8,10 @@ from shared.ledger import iso
 from shared.ml.port import MANAGED_BY_TAG, MANAGED_BY_VALUE
 from shared.stages.context import StageContext, log, mark_live_runs
 
-# The state a deleted endpoint's live run is left in; `autopilot restore` brings the endpoint back.
+# The state a deleted endpoint's live run is left in; `autopilot restore` brings the endpoint back,
+# the run saying `RESTORING` meanwhile.
 DELETED_IDLE = "deleted_idle"
+RESTORING = "restoring"
 
 
 def clean_up_idle_endpoints(ctx: StageContext) -> list[str]:
@@ -49,6 +51,6 @@ def _endpoints_being_changed(ctx: StageContext) -> dict[str, str]:
     """Endpoint name -> the run that is deploying to it or bringing it back: no requests yet, but not idle."""
     busy = {}
     for run in ctx.ledger.list_runs(limit=1000):
-        if run.endpoint_name and (not run.finished or run.endpoint_state.startswith("restoring")):
+        if run.endpoint_name and (not run.finished or run.endpoint_state.startswith(RESTORING)):
             busy[run.endpoint_name] = run.run_id
     return busy

@@ -64,8 +64,6 @@ def _content_md5s(ctx: StageContext, container: str, blobs: list[BlobInfo]) -> l
             continue
         with ctx.blobs.open_read(container, blob.name, blob.etag) as stream:
             md5s.append((file_md5(stream), "content"))
-    read = sum(1 for _, source in md5s if source == "content")
-    log.info("identified %d file(s) of %s: %d by Content-MD5, %d read", len(blobs), container, len(blobs) - read, read)
     return md5s
 
 
@@ -100,6 +98,8 @@ def settle_dataset_folder(message: SettleDatasetFolder, ctx: StageContext) -> Va
     except BlobChangedError as exc:
         log.info("folder %s changed while it was being settled (%s); a later message settles it", folder, exc)
         return None
+    read = sum(1 for _, source in md5s if source == "content")
+    log.info("folder %s: %d file(s) identified by Content-MD5, %d by reading them", folder, len(blobs) - read, read)
     digest = content_hash((_file_name(blob), md5) for blob, (md5, _) in zip(blobs, md5s, strict=True))
     run_id = make_run_id(message.dataset, digest)
     now = iso(ctx.clock())

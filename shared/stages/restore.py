@@ -12,12 +12,11 @@ from shared.errors import NothingToRestoreError, PermanentError, RestoreFailedEr
 from shared.ledger import Run, RunLedger, iso, update_run
 from shared.messages import RestoreEndpoint
 from shared.ml.port import MANAGED_BY_TAG, MANAGED_BY_VALUE, RUN_TAG, DeploymentSpec
-from shared.stages.cleanup import DELETED_IDLE
+from shared.stages.cleanup import DELETED_IDLE, RESTORING
 from shared.stages.context import StageContext, log, mark_live_runs
 from shared.stages.rollout import CHECK_SLACK, check_again_later
 from shared.timestamps import parse_iso
 
-RESTORING = "restoring"
 RESTORE_FAILED = "restore_failed"
 RESTORABLE_STATES = (DELETED_IDLE, RESTORING, RESTORE_FAILED)
 
