@@ -184,26 +184,31 @@ def _smoke_test(run: Run, ctx: StageContext) -> PromoteDeployment | None:
         results.append(result)
     smoke: dict[str, Any] = {"passed": True, "requests": len(results), "results": results}
     smoke.update(_quality(results, live, ctx))
-    failures = [result for result in results if not result["ok"]]
+    error = _smoke_failure(run, smoke)
+    if error is not None:
+        smoke["passed"] = False
+        _roll_back(run, smoke, error, ctx)
+        return None
+
+    def record(current: Run) -> None:
+        current.smoke = smoke
+        current.stage_done = True
+
+    update_run(ctx.ledger, run.run_id, record)
+    log.info("run %s: smoke test passed (%d requests%s)", run.run_id, len(results), _similarities(smoke))
+    return PromoteDeployment(run.run_id)
+
+
+def _smoke_failure(run: Run, smoke: dict[str, Any]) -> PermanentError | None:
+    """Why the new deployment must not get traffic: failed requests first, then its quality; None if nothing."""
+    failures = [result for result in smoke["results"] if not result["ok"]]
+    where = f"{run.endpoint_name}/{run.deployment_name}"
     if failures:
-        smoke["passed"] = False
-        error: PermanentError = SmokeTestFailedError(
-            f"{len(failures)} of {len(results)} smoke requests to {run.endpoint_name}/{run.deployment_name} failed "
-            f"(first: {failures[0]['error']})"
+        return SmokeTestFailedError(
+            f"{len(failures)} of {smoke['requests']} smoke requests to {where} failed (first: {failures[0]['error']})"
         )
-    elif smoke.get("quality_problem"):
-        smoke["passed"] = False
-        error = QualityGateError(f"{run.endpoint_name}/{run.deployment_name}: {smoke['quality_problem']}")
-    else:
-
-        def record(current: Run) -> None:
-            current.smoke = smoke
-            current.stage_done = True
-
-        update_run(ctx.ledger, run.run_id, record)
-        log.info("run %s: smoke test passed (%d requests%s)", run.run_id, len(results), _similarities(smoke))
-        return PromoteDeployment(run.run_id)
-    _roll_back(run, smoke, error, ctx)
+    if smoke.get("quality_problem"):
+        return QualityGateError(f"{where}: {smoke['quality_problem']}")
     return None
 
 
