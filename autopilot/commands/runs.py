@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from shared.ledger import STAGE_ORDER, Run, RunLedger, RunStage
+from shared.ledger import STAGE_ORDER, Run, RunLedger, RunStage, RunStatus
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -23,7 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     one = subparsers.add_parser("run", help="show one run")
     one.add_argument("run_id", metavar="RUN_ID")
     one.add_argument("--json", action="store_true", help="print JSON instead of text")
-    one.add_argument("--follow", action="store_true", help="print each stage as it happens, until the run ends")
+    one.add_argument(
+        "--follow",
+        action="store_true",
+        help="print each stage as it happens, until the run ends; exit 0 if it succeeded, else 1",
+    )
     one.add_argument("--timeout", type=float, default=3600, help="seconds --follow waits at most (default 3600)")
     one.set_defaults(func=show_run)
 
@@ -161,5 +165,8 @@ def show_run(args: argparse.Namespace) -> int:
     print(json.dumps(run.to_dict(), indent=1) if args.json else describe(run))
     if args.follow and not run.finished:
         print(f"error: run {args.run_id} had not ended after {args.timeout:.0f} s", file=sys.stderr)
+        return EXIT_FAILED
+    # Followed to its end, the run's outcome is the exit code, so that scripts can wait on a run.
+    if args.follow and run.status is not RunStatus.SUCCEEDED:
         return EXIT_FAILED
     return 0

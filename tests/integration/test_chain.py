@@ -191,3 +191,32 @@ def test_blob_store_keeps_content_md5s_and_reads_only_the_version_asked_for(stac
         store.open_read("identity-check", "a/v1/train.jsonl", put.etag)
     with store.open_read("identity-check", "a/v1/train.jsonl") as stream:
         assert stream.read() == b"{}\n{}\n"
+
+
+def test_a_new_version_that_answers_worse_is_rolled_back_and_the_live_one_keeps_serving(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    # GIVEN a live model for dataset "gate" WHEN a new version's model answers worse than it
+    live = tmp_path / "v1"
+    worse = tmp_path / "v2"
+    for folder, manifest in ((live, {}), (worse, {"parameters": {"simulate_failure": "quality"}})):
+        folder.mkdir()
+        shutil.copy(SAMPLE / "train_sft.jsonl", folder)
+        shutil.copy(SAMPLE / "test_sft.jsonl", folder)
+        (folder / "autopilot.json").write_text(json.dumps(manifest))
+    first = autopilot(stack, "upload", str(live), "--dataset", "gate", "--version", "v1")
+    first_id = first.stdout.split("run id: ")[1].split()[0]
+    assert autopilot(stack, "run", first_id, "--follow", "--timeout", "90").returncode == 0
+    second = autopilot(stack, "upload", str(worse), "--dataset", "gate", "--version", "v2")
+    second_id = second.stdout.split("run id: ")[1].split()[0]
+    followed = autopilot(stack, "run", second_id, "--follow", "--timeout", "90")
+    # THEN it is rolled back for quality, with both similarities, and traffic stays on the live deployment
+    assert followed.returncode == 1, followed.stdout + followed.stderr
+    rolled_back = ledger_of(stack).get(second_id)
+    kept = ledger_of(stack).get(first_id)
+    assert rolled_back is not None and kept is not None
+    assert (rolled_back.status, rolled_back.error_category) == (RunStatus.ROLLED_BACK, "quality")
+    assert rolled_back.smoke["similarity"] < rolled_back.smoke["live_similarity"]
+    assert "status    rolled_back" in followed.stdout and "similarity to the test answers" in followed.stdout
+    endpoint = backend_state(stack)["endpoints"][kept.endpoint_name]
+    assert endpoint["traffic"] == {kept.deployment_name: 100} and kept.endpoint_state == "live"
