@@ -7,6 +7,7 @@ import logging
 import azure.functions as func
 
 from functions import (
+    cancel_run,
     cleanup_idle_endpoints,
     dataset_arrival,
     deploy_model,
@@ -37,6 +38,7 @@ for stage in (
     promote_deployment,
     cleanup_idle_endpoints,
     restore_endpoint,
+    cancel_run,
     runs_api,
     endpoints_api,
 ):

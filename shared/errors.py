@@ -94,6 +94,12 @@ class QualityGateError(PermanentError):
     category = "quality"
 
 
+class CannotCancelError(PermanentError):
+    """The run is unknown, has ended, or is going live: there is nothing to cancel."""
+
+    category = "cancel"
+
+
 class NothingToRestoreError(NotFoundError):
     """No run of this app served the endpoint when the idle cleanup deleted it."""
 

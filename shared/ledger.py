@@ -41,6 +41,7 @@ class RunStatus(str, Enum):
     FAILED = "failed"
     REJECTED = "rejected"
     ROLLED_BACK = "rolled_back"
+    CANCELED = "canceled"
 
 
 @dataclass

@@ -22,6 +22,7 @@ DEPLOY_QUEUE = "deploy-model"
 SMOKE_TEST_QUEUE = "smoke-test"
 PROMOTE_QUEUE = "promote-deployment"
 RESTORE_QUEUE = "restore-endpoint"
+CANCEL_QUEUE = "cancel-run"
 
 ALL_QUEUES = (
     SETTLE_QUEUE,
@@ -32,6 +33,7 @@ ALL_QUEUES = (
     SMOKE_TEST_QUEUE,
     PROMOTE_QUEUE,
     RESTORE_QUEUE,
+    CANCEL_QUEUE,
 )
 
 M = TypeVar("M", bound="QueueMessage")
@@ -122,6 +124,15 @@ class SmokeTestDeployment(QueueMessage):
 class PromoteDeployment(QueueMessage):
     queue: ClassVar[str] = PROMOTE_QUEUE
     run_id: str
+
+
+@dataclass(frozen=True)
+class CancelRun(QueueMessage):
+    """Stop a run that is under way: cancel its training job, remove a deployment it made without traffic."""
+
+    queue: ClassVar[str] = CANCEL_QUEUE
+    run_id: str
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`autopilot runs [--json]` and `autopilot run RUN_ID [--json] [--follow]`: the run ledger."""
+"""`autopilot runs [--json]`, `autopilot run RUN_ID [--json] [--follow]`, `autopilot cancel RUN_ID`: the ledger."""
 
 from __future__ import annotations
 
@@ -30,6 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     one.add_argument("--timeout", type=float, default=3600, help="seconds --follow waits at most (default 3600)")
     one.set_defaults(func=show_run)
+    cancel = subparsers.add_parser(
+        "cancel", help="stop a run that is under way: its training job is canceled, its new deployment removed"
+    )
+    cancel.add_argument("run_id", metavar="RUN_ID")
+    cancel.add_argument("--reason", default="canceled from the command line", help="recorded on the run")
+    cancel.add_argument("--no-wait", action="store_true", help="ask and return; do not wait until it has stopped")
+    cancel.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+    cancel.set_defaults(func=cancel_run)
 
 
 def _ledger() -> RunLedger:
@@ -151,6 +159,38 @@ def local_job_progress() -> JobProgress | None:
     from shared.ml.local.backend import LocalMLBackend
 
     return LocalMLBackend.from_settings(settings, watch=False).job_progress
+
+
+def cancel_run(args: argparse.Namespace) -> int:
+    """Send `CancelRun` for the run; wait until the function app has stopped it unless told not to."""
+    from autopilot.commands.common import cli_settings
+    from shared.errors import AutopilotError
+    from shared.queueing import StorageQueueSender
+    from shared.stages.cancel import request_cancel
+
+    settings = cli_settings()
+    ledger = _ledger()
+    try:
+        command = request_cancel(ledger, args.run_id, args.reason)
+        StorageQueueSender(settings.storage_connection).send(command)
+    except AutopilotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"canceling run {args.run_id}: {command.reason}; the function app does the work")
+    if args.no_wait:
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        run = ledger.get(args.run_id)
+        if run is not None and run.finished:
+            print(f"run {args.run_id} ended {run.status.value}: {run.error_message}")
+            return 0 if run.status is RunStatus.CANCELED else EXIT_FAILED
+        time.sleep(0.5)
+    print(
+        f"error: run {args.run_id} had not stopped after {args.timeout:.0f} s; is the function app running?",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
 
 
 def show_run(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ import pytest
 from autopilot.local.stack import LocalStack
 from shared.ledger import Run, RunStage, RunStatus
 from shared.ml.local.backend import LocalMLBackend
+from shared.ml.local.processes import pid_alive
 from shared.ml.local.weights import build_tiny_model
 from shared.ml.port import RUN_TAG, ModelRegistration
 from shared.ml.scoring import chat_request, response_text
@@ -211,6 +212,38 @@ def test_an_endpoint_deleted_as_idle_comes_back_on_demand(stack: LocalStack, liv
     assert http_json(f"{state.functions_url}/api/endpoints/{name}/restore", "POST")[0] == 200
     status, body = http_json(f"{state.functions_url}/api/endpoints/never-made/restore", "POST")
     assert status == 404 and "no run of this app has deployed to endpoint never-made" in body["error"]
+
+
+def test_a_run_cancelled_while_its_job_trains_stops_the_training_process(
+    stack: LocalStack, live_run: Run, tiny_model: Path
+) -> None:
+    # GIVEN a run whose job would train for a long time
+    state = stack.load()
+    assert state is not None
+    blobs = AzureBlobStore(state.connection_string)
+    for name in ("train_sft.jsonl", "test_sft.jsonl"):
+        blobs.upload("training-data", f"slow/v1/{name}", (SAMPLE / name).read_bytes())
+    slow = {"parameters": {**MANIFEST["parameters"], "max_steps": 5000}}
+    blobs.upload("training-data", "slow/v1/autopilot.json", json.dumps(slow).encode())
+    backend = backend_of(stack, tiny_model)
+
+    def training() -> Run | None:
+        run = next((run for run in ledger_of(stack).list_runs() if run.dataset == "slow"), None)
+        job = backend.job_progress(run.job_name) if run is not None and run.job_name else None
+        return run if job else None
+
+    run = wait_for(training, 120, "the slow run's job to report a training step", stack)
+    # WHEN it is cancelled from the command line
+    cancelled = cli(stack, "cancel", run.run_id, "--reason", "wrong data")
+    # THEN the run ends canceled, and the job and its process are stopped
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert f"run {run.run_id} ended canceled: wrong data (job {run.job_name} canceled)" in cancelled.stdout
+    assert backend.get_job(run.job_name).status == "Canceled"
+    record = backend.store.read_job(run.job_name)
+    assert record is not None
+    wait_for(lambda: not pid_alive(record.get("pid")), 30, "the training process to stop", stack)
+    again = cli(stack, "cancel", run.run_id)
+    assert again.returncode == 1 and "has already ended (canceled)" in again.stderr
 
 
 def test_endpoints_come_back_after_the_stack_restarts_and_deleting_frees_the_port(

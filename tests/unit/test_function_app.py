@@ -45,6 +45,8 @@ def test_every_stage_is_its_own_function_with_the_expected_trigger() -> None:
         "restore_endpoint": ("queueTrigger", "restore-endpoint"),
         "restore_endpoint_request": ("httpTrigger", "endpoints/{name}/restore"),
         "list_endpoints": ("httpTrigger", "endpoints"),
+        "cancel_run": ("queueTrigger", "cancel-run"),
+        "cancel_run_request": ("httpTrigger", "runs/{run_id}/cancel"),
     }
     assert outputs["validate_dataset"] == ["submit-finetune"] and outputs["ml_job_events"] == ["register-model"]
     assert outputs["restore_endpoint_request"] == ["restore-endpoint"]
