@@ -112,7 +112,7 @@ class Settings:
     max_seq_length: int = 2048
     smoke_prompts: int = 3
     # The new deployment's answers may be this much less like the test answers than the live one's.
-    smoke_quality_margin: float = 0.05
+    smoke_quality_margin: float = 0.1
     smoke_min_similarity: float = 0.0
     idle_endpoint_minutes: float = 120.0
     deployment_poll_seconds: float = 30.0
@@ -158,7 +158,7 @@ class Settings:
             max_bad_row_fraction=_number(env, MAX_BAD_ROW_FRACTION, 0.01),
             max_seq_length=int(_number(env, MAX_SEQ_LENGTH, 2048)),
             smoke_prompts=int(_number(env, SMOKE_PROMPTS, 3)),
-            smoke_quality_margin=_number(env, SMOKE_QUALITY_MARGIN, 0.05),
+            smoke_quality_margin=_number(env, SMOKE_QUALITY_MARGIN, 0.1),
             smoke_min_similarity=_number(env, SMOKE_MIN_SIMILARITY, 0.0),
             idle_endpoint_minutes=_number(env, IDLE_ENDPOINT_MINUTES, 120.0),
             deployment_poll_seconds=_number(env, DEPLOYMENT_POLL_SECONDS, 30.0),
