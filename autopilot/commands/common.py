@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from autopilot.local.processes import PROJECT_ROOT
 from autopilot.local.stack import LocalStack
-from shared.ledger import RunLedger, TableRunLedger
+from shared.ledger import Run, RunLedger, TableRunLedger
 from shared.settings import STORAGE_CONNECTION, Settings
 
 
@@ -30,6 +32,19 @@ def settings_env() -> dict[str, str]:
 
 def cli_settings() -> Settings:
     return Settings.from_env(settings_env())
+
+
+def wait_for_run(
+    ledger: RunLedger, run_id: str, settled: Callable[[Run], bool], timeout: float, interval: float = 0.5
+) -> Run | None:
+    """The run once `settled(run)` holds, polling the ledger; None if it did not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = ledger.get(run_id)
+        if run is not None and settled(run):
+            return run
+        time.sleep(interval)
+    return None
 
 
 def open_ledger(settings: Settings) -> RunLedger:

@@ -138,9 +138,8 @@ def _key_command(backend: str, endpoint: str) -> str:
 
 def restore_endpoint(args: argparse.Namespace) -> int:
     """Send `RestoreEndpoint` for the endpoint's last live run; wait until it serves again unless told not to."""
-    import time
 
-    from autopilot.commands.common import cli_settings, open_ledger
+    from autopilot.commands.common import cli_settings, open_ledger, wait_for_run
     from shared.errors import AutopilotError
     from shared.queueing import StorageQueueSender
     from shared.stages.restore import RESTORE_FAILED, request_restore
@@ -162,18 +161,19 @@ def restore_endpoint(args: argparse.Namespace) -> int:
     )
     if args.no_wait:
         return 0
-    deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline:
-        current = ledger.get(run.run_id)
-        state = current.endpoint_state if current else ""
-        if state == "live":
-            print(f"endpoint {args.endpoint} is live again: {current.scoring_uri if current else ''}")
-            print(f"its keys are new: {_key_command(settings.ml_backend, args.endpoint)}")
-            return 0
-        if state.startswith(RESTORE_FAILED):
-            print(f"endpoint {args.endpoint} could not be restored: {state}", file=sys.stderr)
-            return EXIT_FAILED
-        time.sleep(1.0)
+    settled = wait_for_run(
+        ledger,
+        run.run_id,
+        lambda current: current.endpoint_state == "live" or current.endpoint_state.startswith(RESTORE_FAILED),
+        args.timeout,
+    )
+    if settled is not None and settled.endpoint_state == "live":
+        print(f"endpoint {args.endpoint} is live again: {settled.scoring_uri}")
+        print(f"its keys are new: {_key_command(settings.ml_backend, args.endpoint)}")
+        return 0
+    if settled is not None:
+        print(f"endpoint {args.endpoint} could not be restored: {settled.endpoint_state}", file=sys.stderr)
+        return EXIT_FAILED
     print(
         f"endpoint {args.endpoint} is not serving after {args.timeout:.0f} s; is the function app running? "
         f"(autopilot up; autopilot run {run.run_id})",

@@ -163,7 +163,7 @@ def local_job_progress() -> JobProgress | None:
 
 def cancel_run(args: argparse.Namespace) -> int:
     """Send `CancelRun` for the run; wait until the function app has stopped it unless told not to."""
-    from autopilot.commands.common import cli_settings
+    from autopilot.commands.common import cli_settings, wait_for_run
     from shared.errors import AutopilotError
     from shared.queueing import StorageQueueSender
     from shared.stages.cancel import request_cancel
@@ -179,13 +179,10 @@ def cancel_run(args: argparse.Namespace) -> int:
     print(f"canceling run {args.run_id}: {command.reason}; the function app does the work")
     if args.no_wait:
         return 0
-    deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline:
-        run = ledger.get(args.run_id)
-        if run is not None and run.finished:
-            print(f"run {args.run_id} ended {run.status.value}: {run.error_message}")
-            return 0 if run.status is RunStatus.CANCELED else EXIT_FAILED
-        time.sleep(0.5)
+    run = wait_for_run(ledger, args.run_id, lambda current: current.finished, args.timeout)
+    if run is not None:
+        print(f"run {args.run_id} ended {run.status.value}: {run.error_message}")
+        return 0 if run.status is RunStatus.CANCELED else EXIT_FAILED
     print(
         f"error: run {args.run_id} had not stopped after {args.timeout:.0f} s; is the function app running?",
         file=sys.stderr,
