@@ -8,6 +8,7 @@ import azure.functions as func
 
 from functions import (
     cancel_run,
+    check_finetune_job,
     cleanup_idle_endpoints,
     dataset_arrival,
     deploy_model,
@@ -32,6 +33,7 @@ for stage in (
     validate_dataset,
     submit_finetune,
     ml_job_events,
+    check_finetune_job,
     register_model,
     deploy_model,
     smoke_test,

@@ -2,7 +2,8 @@
 
 In: a timer, schedule from setting AUTOPILOT_CLEANUP_SCHEDULE (six-field NCRONTAB, UTC).
 Out: nothing; managed endpoints without requests in AUTOPILOT_IDLE_ENDPOINT_MINUTES are deleted
-and their runs say so.
+and their runs say so. Deployments of ended runs whose removal met a transient error (`removal_pending`)
+are removed now.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import azure.functions as func
 from shared.bootstrap import stage_context
 from shared.settings import CLEANUP_SCHEDULE
 from shared.stages.cleanup import clean_up_idle_endpoints
+from shared.stages.release import retry_pending_removals
 
 bp = func.Blueprint()
 
 
 @bp.timer_trigger(arg_name="timer", schedule=f"%{CLEANUP_SCHEDULE}%", run_on_startup=False, use_monitor=False)
 def cleanup_idle_endpoints(timer: func.TimerRequest) -> None:
-    clean_up_idle_endpoints(stage_context())
+    ctx = stage_context()
+    retry_pending_removals(ctx)
+    clean_up_idle_endpoints(ctx)

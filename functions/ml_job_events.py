@@ -2,8 +2,11 @@
 
 In: Event Grid `Microsoft.MachineLearningServices.RunCompleted` and `RunStatusChanged`; only jobs
 this app submitted (tag `autopilot_run_id`) are acted on, child steps and other jobs are ignored.
+The backend's status of the job decides, not the event's.
 Out: `RegisterModel` on `register-model` ({"type", "run_id", "job_name"}) when the job completed;
-a failed or canceled job ends its run.
+a failed or canceled job ends its run. When the event says the job ended but the backend still reads
+it in progress, `CheckFinetuneJob` on `check-finetune-job` ({"type", "run_id", "job_name", "attempt"}),
+delayed 30 s, reads it again (see `functions.check_finetune_job`); duplicate events keep one chain of checks.
 """
 
 from __future__ import annotations

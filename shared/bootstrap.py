@@ -41,6 +41,7 @@ def build_backend(settings: Settings) -> MLBackend:
 
 
 def build_context(settings: Settings) -> StageContext:
+    """The stages' adapters; every storage client shares one connection (a connection string, or an identity)."""
     connection = settings.storage_connection
     return StageContext(
         settings=settings,

@@ -20,7 +20,14 @@ class MalformedMessageError(AutopilotError, ValueError):
 
 
 class TransientError(AutopilotError):
-    """Worth retrying: throttling, a 5xx, a resource still being created."""
+    """Worth retrying: throttling, a 5xx, a resource still being created, another operation in progress.
+
+    `retry_after`: seconds the service asked to wait (its Retry-After header), None when it said nothing.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class LedgerConflictError(TransientError):

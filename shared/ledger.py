@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from shared.errors import LedgerConflictError, TransientError
+from shared.storage_connection import StorageConnection, as_storage_connection
 from shared.timestamps import iso, utc_now
 
 
@@ -55,7 +56,18 @@ class InputFile:
 
 # Fields kept as JSON text in the table (Table Storage has no nested values).
 _JSON_FIELDS = frozenset(
-    {"inputs", "manifest", "stage_times", "validation", "metrics", "smoke", "smoke_prompts", "base_model_info"}
+    {
+        "inputs",
+        "manifest",
+        "stage_times",
+        "validation",
+        "metrics",
+        "smoke",
+        "smoke_prompts",
+        "base_model_info",
+        "removed",
+        "retries",
+    }
 )
 
 
@@ -87,6 +99,7 @@ class Run:
     base_model_info: dict[str, Any] = field(default_factory=dict)
     job_name: str = ""
     job_status: str = ""
+    job_check_due: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     model_name: str = ""
     model_version: str = ""
@@ -96,6 +109,14 @@ class Run:
     deployment_name: str = ""
     previous_deployment: str = ""
     deploy_check_due: str = ""
+    # The ARM operation creating the deployment (Azure), to read why it failed from any process.
+    deployment_operation: str = ""
+    # Whether this run created its endpoint (so removing the run's deployment may remove the endpoint too).
+    created_endpoint: bool = False
+    # What was removed when the run ended without going live (deployment, endpoint), for people to see.
+    removed: list[str] = field(default_factory=list)
+    # Transient failures met per stage, for the growing delay before the next try.
+    retries: dict[str, int] = field(default_factory=dict)
     smoke: dict[str, Any] = field(default_factory=dict)
     endpoint_state: str = ""
     error_category: str = ""
@@ -158,14 +179,21 @@ class RunLedger(Protocol):
         """Newest first."""
         ...
 
+    def runs_of_endpoint(self, endpoint_name: str) -> list[Run]:
+        """Every run that deployed (or is deploying) to `endpoint_name`, however old; newest first."""
+        ...
+
+    def runs_in_endpoint_state(self, *prefixes: str) -> list[Run]:
+        """Every run whose `endpoint_state` starts with one of `prefixes`, however old; newest first."""
+        ...
+
 
 class TableRunLedger:
     """`RunLedger` on Azure Table Storage (Azurite locally)."""
 
-    def __init__(self, connection_string: str, table_name: str) -> None:
-        from azure.data.tables import TableServiceClient
-
-        service = TableServiceClient.from_connection_string(connection_string)
+    def __init__(self, connection: StorageConnection | str, table_name: str) -> None:
+        """`connection`: a `StorageConnection`, or a connection string."""
+        service = as_storage_connection(connection).table_service_client()
         self._table = service.create_table_if_not_exists(table_name)
 
     def create(self, run: Run) -> bool:
@@ -204,12 +232,36 @@ class TableRunLedger:
         return replace(run, etag=metadata["etag"])
 
     def list_runs(self, limit: int = 200) -> list[Run]:
-        runs = [
-            Run.from_entity(dict(entity), str(entity.metadata["etag"]))
-            for entity in self._table.query_entities(f"PartitionKey eq '{PARTITION}'")
-        ]
+        return self._query("PartitionKey eq @partition", {})[:limit]
+
+    def runs_of_endpoint(self, endpoint_name: str) -> list[Run]:
+        return self._query("PartitionKey eq @partition and endpoint_name eq @endpoint", {"endpoint": endpoint_name})
+
+    def runs_in_endpoint_state(self, *prefixes: str) -> list[Run]:
+        if not prefixes or not all(prefixes):
+            raise ValueError("runs_in_endpoint_state needs at least one non-empty prefix")
+        # The Table service has no startswith; a prefix is a range of strings instead, from the prefix up
+        # to (not including) the prefix with its last character one higher, as the SDK's samples compare
+        # strings ("LastName ge 'A' and LastName lt 'B'",
+        # https://github.com/Azure/azure-sdk-for-python/tree/main/sdk/tables/azure-data-tables/samples#writing-filters).
+        parameters: dict[str, str] = {}
+        ranges = []
+        for index, prefix in enumerate(prefixes):
+            parameters[f"from{index}"] = prefix
+            parameters[f"below{index}"] = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            ranges.append(f"( endpoint_state ge @from{index} and endpoint_state lt @below{index} )")
+        return self._query(f"PartitionKey eq @partition and ( {' or '.join(ranges)} )", parameters)
+
+    def _query(self, query_filter: str, parameters: dict[str, str]) -> list[Run]:
+        """The runs matching `query_filter`, filtered by the service, newest first.
+
+        Values go in as `parameters` (`@name`), which the SDK quotes with inner quotes doubled as OData
+        wants; it recognises a parameter only as a word of its own, hence the spaces inside parentheses.
+        """
+        entities = self._table.query_entities(query_filter, parameters={"partition": PARTITION, **parameters})
+        runs = [Run.from_entity(dict(entity), str(entity.metadata["etag"])) for entity in entities]
         runs.sort(key=lambda run: run.created_at, reverse=True)
-        return runs[:limit]
+        return runs
 
 
 class ClaimAction(str, Enum):

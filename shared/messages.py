@@ -23,6 +23,7 @@ SMOKE_TEST_QUEUE = "smoke-test"
 PROMOTE_QUEUE = "promote-deployment"
 RESTORE_QUEUE = "restore-endpoint"
 CANCEL_QUEUE = "cancel-run"
+CHECK_JOB_QUEUE = "check-finetune-job"
 
 ALL_QUEUES = (
     SETTLE_QUEUE,
@@ -34,6 +35,7 @@ ALL_QUEUES = (
     PROMOTE_QUEUE,
     RESTORE_QUEUE,
     CANCEL_QUEUE,
+    CHECK_JOB_QUEUE,
 )
 
 M = TypeVar("M", bound="QueueMessage")
@@ -99,6 +101,19 @@ class ValidateDataset(QueueMessage):
 class SubmitFinetuneJob(QueueMessage):
     queue: ClassVar[str] = SUBMIT_QUEUE
     run_id: str
+
+
+@dataclass(frozen=True)
+class CheckFinetuneJob(QueueMessage):
+    """Read the job's status again: its event said it ended while the backend still read it in progress.
+
+    `attempt` counts the checks of one chain (1 for the first), so that each waits longer than the last.
+    """
+
+    queue: ClassVar[str] = CHECK_JOB_QUEUE
+    run_id: str
+    job_name: str
+    attempt: int = 1
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,11 @@ import contextlib
 from typing import TYPE_CHECKING, Protocol
 
 from shared.errors import MalformedMessageError
+from shared.storage_connection import StorageConnection, as_storage_connection
 
 if TYPE_CHECKING:
+    from azure.storage.queue import QueueClient
+
     from shared.messages import QueueMessage
 
 
@@ -35,17 +38,17 @@ class MessageSender(Protocol):
 class StorageQueueSender:
     """`MessageSender` over Azure Storage queues (Azurite locally), base64 bodies like the Functions host."""
 
-    def __init__(self, connection_string: str) -> None:
-        self._connection_string = connection_string
-        self._clients: dict[str, object] = {}
+    def __init__(self, connection: StorageConnection | str) -> None:
+        """`connection`: a `StorageConnection`, or a connection string."""
+        self._connection = as_storage_connection(connection)
+        self._clients: dict[str, QueueClient] = {}
 
-    def _client(self, queue: str):  # type: ignore[no-untyped-def]
+    def _client(self, queue: str) -> QueueClient:
         from azure.core.exceptions import ResourceExistsError
-        from azure.storage.queue import QueueClient
 
         client = self._clients.get(queue)
         if client is None:
-            client = QueueClient.from_connection_string(self._connection_string, queue)
+            client = self._connection.queue_client(queue)
             with contextlib.suppress(ResourceExistsError):
                 client.create_queue()
             self._clients[queue] = client

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.errors import ConfigurationError
+from shared.storage_connection import StorageConnection, storage_connection_from_env
 
 STORAGE_CONNECTION = "AzureWebJobsStorage"
 TRAINING_CONTAINER = "AUTOPILOT_TRAINING_CONTAINER"
@@ -33,6 +34,7 @@ IDLE_ENDPOINT_MINUTES = "AUTOPILOT_IDLE_ENDPOINT_MINUTES"
 CLEANUP_SCHEDULE = "AUTOPILOT_CLEANUP_SCHEDULE"
 DEPLOYMENT_POLL_SECONDS = "AUTOPILOT_DEPLOYMENT_POLL_SECONDS"
 DEPLOYMENT_TIMEOUT_MINUTES = "AUTOPILOT_DEPLOYMENT_TIMEOUT_MINUTES"
+TRANSIENT_RETRY_MINUTES = "AUTOPILOT_TRANSIENT_RETRY_MINUTES"
 LOCAL_BASE_MODEL = "AUTOPILOT_LOCAL_BASE_MODEL"
 LOCAL_MAX_JOBS = "AUTOPILOT_LOCAL_MAX_JOBS"
 BASE_MODEL_VERSION = "AUTOPILOT_BASE_MODEL_VERSION"
@@ -96,14 +98,15 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
 class Settings:
     """Everything the stages read from the environment, checked once."""
 
-    storage_connection: str = field(repr=False)
+    # A connection string, or service URIs and an identity: see shared/storage_connection.py.
+    storage_connection: StorageConnection = field(repr=False)
     training_container: str = "training-data"
     artifacts_container: str = "autopilot-runs"
     runs_table: str = "autopilotruns"
     folders_table: str = "autopilotfolders"
     quiet_period_seconds: float = 30.0
     ml_backend: str = DEFAULT_ML_BACKEND
-    base_model: str = "Phi-3-mini-4k-instruct"
+    base_model: str = "Phi-4"
     state_dir: Path = Path(".autopilot")
     eventgrid_publish_url: str = "http://127.0.0.1:7072/api/events"
     simulated_job_seconds: float = 3.0
@@ -117,6 +120,9 @@ class Settings:
     idle_endpoint_minutes: float = 120.0
     deployment_poll_seconds: float = 30.0
     deployment_timeout_minutes: float = 30.0
+    # How long a stage keeps putting its message back after transient errors (throttling, 409 while the
+    # endpoint is busy, 5xx) before the queue's own few tries take over.
+    transient_retry_minutes: float = 60.0
     local_base_model: str = DEFAULT_LOCAL_BASE_MODEL
     local_max_jobs: int = 1
     base_model_version: str = "latest"
@@ -137,13 +143,13 @@ class Settings:
         backend = _text(env, ML_BACKEND, DEFAULT_ML_BACKEND)
         local_base_model = _text(env, LOCAL_BASE_MODEL, DEFAULT_LOCAL_BASE_MODEL)
         # The local backend can only fine-tune its own model: by default the run names that one.
-        default_base_model = Path(local_base_model).name if backend == "local" else "Phi-3-mini-4k-instruct"
+        default_base_model = Path(local_base_model).name if backend == "local" else "Phi-4"
         if backend not in ML_BACKENDS:
             raise ConfigurationError(
                 f"Setting {ML_BACKEND}={backend!r} is unknown; use one of {', '.join(ML_BACKENDS)}."
             )
         settings = cls(
-            storage_connection=_text(env, STORAGE_CONNECTION, None),
+            storage_connection=storage_connection_from_env(env, STORAGE_CONNECTION),
             training_container=_text(env, TRAINING_CONTAINER, "training-data"),
             artifacts_container=_text(env, ARTIFACTS_CONTAINER, "autopilot-runs"),
             runs_table=_text(env, RUNS_TABLE, "autopilotruns"),
@@ -163,6 +169,7 @@ class Settings:
             idle_endpoint_minutes=_number(env, IDLE_ENDPOINT_MINUTES, 120.0),
             deployment_poll_seconds=_number(env, DEPLOYMENT_POLL_SECONDS, 30.0),
             deployment_timeout_minutes=_number(env, DEPLOYMENT_TIMEOUT_MINUTES, 30.0),
+            transient_retry_minutes=_number(env, TRANSIENT_RETRY_MINUTES, 60.0),
             local_base_model=local_base_model,
             local_max_jobs=int(_number(env, LOCAL_MAX_JOBS, 1)),
             base_model_version=_text(env, BASE_MODEL_VERSION, "latest"),
@@ -188,6 +195,8 @@ class Settings:
             raise ConfigurationError(
                 f"Setting {SMOKE_MIN_SIMILARITY} must lie between 0 and 1 (0 turns the check off)."
             )
+        if settings.transient_retry_minutes < 0:
+            raise ConfigurationError(f"Setting {TRANSIENT_RETRY_MINUTES} must not be negative (0: no retries).")
         if settings.local_max_jobs < 1:
             raise ConfigurationError(f"Setting {LOCAL_MAX_JOBS} must be at least 1.")
         if settings.azureml_inference_instance_count < 1:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import IO, Any, BinaryIO, Protocol, cast
 
 from shared.errors import BlobChangedError, TransientError
+from shared.storage_connection import StorageConnection, as_storage_connection
 
 
 @dataclass(frozen=True)
@@ -135,15 +136,15 @@ def _download_error(error: BaseException, blob: str) -> BaseException:
 
 
 class AzureBlobStore:
-    """`BlobStore` over azure-storage-blob; SDK errors become `TransientError`s worth retrying."""
+    """`BlobStore` over azure-storage-blob; SDK errors become `TransientError`s worth retrying.
 
-    def __init__(self, connection_string: str) -> None:
-        from azure.storage.blob import BlobServiceClient
+    `connection`: a `StorageConnection`, or a connection string.
+    """
 
+    def __init__(self, connection: StorageConnection | str) -> None:
         # The first GET of a download fetches max_single_get_size bytes (32 MiB by default) before the
         # reader sees any: smaller gets let reading start sooner and bound the download's memory.
-        self._service = BlobServiceClient.from_connection_string(
-            connection_string,
+        self._service = as_storage_connection(connection).blob_service_client(
             max_single_get_size=_DOWNLOAD_CHUNK_BYTES,
             max_chunk_get_size=_DOWNLOAD_CHUNK_BYTES,
         )
@@ -221,12 +222,10 @@ class FolderTracker(Protocol):
 class TableFolderTracker:
     """`FolderTracker` on Azure Table Storage: one row per dataset folder."""
 
-    def __init__(self, connection_string: str, table_name: str) -> None:
-        from azure.data.tables import TableServiceClient
-
-        self._table = TableServiceClient.from_connection_string(connection_string).create_table_if_not_exists(
-            table_name
-        )
+    def __init__(self, connection: StorageConnection | str, table_name: str) -> None:
+        """`connection`: a `StorageConnection`, or a connection string."""
+        service = as_storage_connection(connection).table_service_client()
+        self._table = service.create_table_if_not_exists(table_name)
 
     def record_event(self, dataset: str, version: str, at: datetime) -> None:
         from azure.core import MatchConditions

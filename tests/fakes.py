@@ -43,6 +43,14 @@ class FakeRunLedger:
     def list_runs(self, limit: int = 200) -> list[Run]:
         return sorted(self.rows.values(), key=lambda r: r.created_at, reverse=True)[:limit]
 
+    def runs_of_endpoint(self, endpoint_name: str) -> list[Run]:
+        return [replace(run) for run in self.list_runs(len(self.rows)) if run.endpoint_name == endpoint_name]
+
+    def runs_in_endpoint_state(self, *prefixes: str) -> list[Run]:
+        if not prefixes or not all(prefixes):
+            raise ValueError("runs_in_endpoint_state needs at least one non-empty prefix")
+        return [replace(run) for run in self.list_runs(len(self.rows)) if run.endpoint_state.startswith(prefixes)]
+
 
 class FakeBlobStore:
     def __init__(self) -> None:

@@ -12,10 +12,14 @@ from autopilot.local.processes import PROJECT_ROOT
 from autopilot.local.stack import LocalStack
 from shared.ledger import Run, RunLedger, TableRunLedger
 from shared.settings import STORAGE_CONNECTION, Settings
+from shared.storage_connection import has_identity_settings
 
 
 def settings_env() -> dict[str, str]:
-    """The environment, then `local.settings.json` Values, then the local stack's storage if none is set."""
+    """The environment, then `local.settings.json` Values, then the local stack's storage if none is set.
+
+    None set: no connection string (or Azurite's short one) and no identity-based connection either.
+    """
     env = dict(os.environ)
     local_settings = Path("local.settings.json")
     if not local_settings.exists():
@@ -23,7 +27,9 @@ def settings_env() -> dict[str, str]:
     if local_settings.exists():
         for key, value in json.loads(local_settings.read_text()).get("Values", {}).items():
             env.setdefault(key, str(value))
-    if not env.get(STORAGE_CONNECTION) or env[STORAGE_CONNECTION] == "UseDevelopmentStorage=true":
+    # An identity-based connection (AzureWebJobsStorage__accountName ...) counts only without a connection string.
+    given = env.get(STORAGE_CONNECTION, "").strip()
+    if given == "UseDevelopmentStorage=true" or (not given and not has_identity_settings(env, STORAGE_CONNECTION)):
         stack = LocalStack(env=env)
         state = stack.load()
         env[STORAGE_CONNECTION] = (state or stack.default_state()).connection_string

@@ -2,7 +2,8 @@
 
 Nothing is uploaded or submitted. Online, the plan asks the registry (component, base model) and the
 workspace (compute) exactly as the Azure ML backend does; `--offline` uses the project's description
-of `chat_completion_pipeline` and of the base model's tags instead, so it runs anywhere.
+of `chat_completion_pipeline` and of the catalog's base models instead, so it runs anywhere. Either way
+a retired or archived base model is refused (exit 1) before anything would ask for a GPU.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument(
         "--offline",
         action="store_true",
-        help="use the project's description of chat_completion_pipeline and the base model's tags, not Azure",
+        help="use the project's description of chat_completion_pipeline and the base models, not Azure",
     )
     parser.add_argument("--dataset", metavar="NAME", help="dataset name (default: the folder's parent's name)")
     parser.set_defaults(func=run_plan)
@@ -102,7 +103,7 @@ def plan_document(
         from shared.ml.azureml.offline import plan_offline
 
         plan = plan_offline(spec, config, base_model_version)
-        source = "offline: shared/ml/azureml/component_spec.json and base_model_tags.json"
+        source = "offline: shared/ml/azureml/component_spec.json and base_models.json"
     else:
         from shared.ml.azureml.backend import AzureMLBackend
 
@@ -127,6 +128,11 @@ def format_plan(document: dict[str, Any]) -> str:
         f"  component     {document['component']} -> outputs "
         + ", ".join(f"{name} <- {output}" for name, output in document["outputs"].items()),
         f"  base model    {base['name']}:{base['version']} ({base['id']})",
+        *(
+            ["  lifecycle     " + ", ".join(f"{key} {value}" for key, value in base["lifecycle"].items())]
+            if base.get("lifecycle")
+            else []
+        ),
         f"  compute       {where}, {compute['size']}, {compute['gpus_per_node']} GPU(s) per node",
         "  settings      " + ", ".join(f"{key}={json.dumps(value)}" for key, value in document["settings"].items()),
         "  files",

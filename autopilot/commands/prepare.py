@@ -186,7 +186,7 @@ def write_jsonl(batches: Iterator[list[dict[str, Any]]], stream: IO[bytes], tota
 
 
 def upload_to_training_container(folder: Path, dataset: str, version: str) -> list[str]:
-    """Upload `folder` with the settings' connection string (AzureWebJobsStorage) and training container."""
+    """Upload `folder` with the settings' storage connection (AzureWebJobsStorage) and training container."""
     from shared.settings import Settings
     from shared.storage import AzureBlobStore
 

@@ -235,7 +235,16 @@ def storage_connection_string(setting: str | None, env: Mapping[str, str]) -> st
     name = setting or STORAGE_CONNECTION
     value = env.get(name) or env.get(f"AzureWebJobs{name}")
     if not value:
-        raise ValueError(f"App setting {name} (a storage connection string) is not set; add it to local.settings.json.")
+        identity = any(key.lower().startswith(f"{name.lower()}__") for key in env)
+        hint = (
+            " Identity settings (__accountName, __serviceUri) are for the app running in Azure: the local runner "
+            "needs a connection string (Azurite's, from `autopilot up`)."
+            if identity
+            else ""
+        )
+        raise ValueError(
+            f"App setting {name} (a storage connection string) is not set; add it to local.settings.json.{hint}"
+        )
     return value
 
 

@@ -81,6 +81,12 @@ class DeploymentSpec:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+# Deployment operation errors worth starting the operation again for: "canceled by another operation that has a
+# higher priority" (how-to-troubleshoot-online-endpoints, ERROR: OperationCanceled: "retry the operation").
+RETRYABLE_DEPLOYMENT_ERRORS = frozenset({"OperationCanceled"})
+QUOTA_DEPLOYMENT_ERRORS = frozenset({"OutOfQuota"})
+
+
 @dataclass(frozen=True)
 class DeploymentInfo:
     endpoint_name: str
@@ -89,6 +95,11 @@ class DeploymentInfo:
     model_version: str
     state: str  # "Creating", "Updating", "Succeeded", "Failed", "Deleting"
     error: str | None = None
+    # The failed operation's error code where the platform gives one (Azure ML: OutOfQuota, ImageBuildFailure, ...).
+    error_code: str = ""
+    # Where the creation can be followed from another process (Azure: the ARM asynchronous operation URL).
+    operation: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -97,6 +108,16 @@ class DeploymentInfo:
     @property
     def failed(self) -> bool:
         return self.state == "Failed"
+
+    @property
+    def retryable(self) -> bool:
+        """Failed only because another operation pre-empted it: creating it again may well succeed."""
+        return self.failed and self.error_code in RETRYABLE_DEPLOYMENT_ERRORS
+
+    @property
+    def managed(self) -> bool:
+        """Made by this app (its `managed_by` tag, or a run id tag from before it had one): the app may delete it."""
+        return self.tags.get(MANAGED_BY_TAG) == MANAGED_BY_VALUE or bool(self.tags.get(RUN_TAG))
 
 
 @dataclass(frozen=True)
@@ -115,6 +136,12 @@ class MLBackend(Protocol):
 
     name: str
     simulated: bool
+
+    @property
+    def endpoint_scope(self) -> str:
+        """Unique to the workspace the backend deploys into ("" for a machine's own): endpoint names, unique
+        per Azure region, carry a short hash of it."""
+        ...
 
     def submit_finetune_job(self, spec: FinetuneJobSpec) -> JobInfo:
         """Submit (or, for a job name already known, return) a fine-tuning job."""
@@ -138,7 +165,9 @@ class MLBackend(Protocol):
         """Start creating or updating a deployment; returns at once, poll with `get_deployment`."""
         ...
 
-    def get_deployment(self, endpoint_name: str, deployment_name: str) -> DeploymentInfo | None: ...
+    def get_deployment(self, endpoint_name: str, deployment_name: str, operation: str = "") -> DeploymentInfo | None:
+        """The deployment as it is now; `operation` (from `begin_deployment`) tells why a failed one failed."""
+        ...
 
     def delete_deployment(self, endpoint_name: str, deployment_name: str) -> None: ...
 

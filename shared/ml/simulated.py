@@ -52,6 +52,7 @@ class SimulatedMLBackend:
 
     name = "simulated"
     simulated = True
+    endpoint_scope = ""
 
     def __init__(
         self,
@@ -230,6 +231,7 @@ class SimulatedMLBackend:
                     "model_version": spec.model_version,
                     "created_at": iso(self._clock()),
                     "failure": model["failure"],
+                    "tags": dict(spec.tags),
                 }
                 endpoint["traffic"].setdefault(spec.deployment_name, 0)
                 self._save()
@@ -237,7 +239,7 @@ class SimulatedMLBackend:
             assert info is not None
             return info
 
-    def get_deployment(self, endpoint_name: str, deployment_name: str) -> DeploymentInfo | None:
+    def get_deployment(self, endpoint_name: str, deployment_name: str, operation: str = "") -> DeploymentInfo | None:
         with self._lock:
             endpoint = self.state["endpoints"].get(endpoint_name)
             deployment = None if endpoint is None else endpoint["deployments"].get(deployment_name)
@@ -250,7 +252,13 @@ class SimulatedMLBackend:
                 if state == "Failed":
                     error = "simulated deployment failure (simulate_failure=deployment): container exited with code 1"
             return DeploymentInfo(
-                endpoint_name, deployment_name, deployment["model_name"], deployment["model_version"], state, error
+                endpoint_name,
+                deployment_name,
+                deployment["model_name"],
+                deployment["model_version"],
+                state,
+                error,
+                tags=dict(deployment.get("tags", {})),
             )
 
     def delete_deployment(self, endpoint_name: str, deployment_name: str) -> None:

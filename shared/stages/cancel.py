@@ -69,10 +69,18 @@ def _stopping(run: Run, ctx: StageContext) -> list[tuple[str, str, Callable[[], 
             (
                 f"deployment {run.endpoint_name}/{run.deployment_name}",
                 "removed",
-                lambda: ctx.backend.delete_deployment(run.endpoint_name, run.deployment_name),
+                # With the endpoint when the run made it and nothing else is on it; a transient failure
+                # leaves the removal pending for the cleanup timer (the run's endpoint_state says so).
+                lambda: _release(ctx, run.run_id),
             )
         )
     return steps
+
+
+def _release(ctx: StageContext, run_id: str) -> None:
+    from shared.stages.release import release_run_resources
+
+    release_run_resources(ctx, run_id)
 
 
 def _with(reason: str, done: str) -> str:

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TypeVar
 
-from shared.errors import DatasetRejectedError, PermanentError
+from shared.errors import DatasetRejectedError, PermanentError, TransientError
 from shared.ledger import ClaimAction, Run, RunLedger, RunStage, RunStatus, claim_stage, end_run, update_run
 from shared.messages import QueueMessage
 from shared.ml.port import MLBackend
 from shared.queueing import MessageSender
 from shared.settings import Settings
 from shared.storage import BlobStore, FolderTracker
+from shared.timestamps import parse_iso
 
 log = logging.getLogger("autopilot.stages")
 M = TypeVar("M", bound=QueueMessage)
+# Delays before a stage tries again after a transient error: 5 s doubling up to 5 min, +-20 % jitter so
+# that runs throttled together do not come back together; never less than the service's Retry-After.
+RETRY_FIRST_SECONDS = 5.0
+RETRY_MAX_SECONDS = 300.0
+RETRY_JITTER = 0.2
 
 
 @dataclass
@@ -33,7 +40,12 @@ class StageContext:
 
 
 def fail_run(ctx: StageContext, run_id: str, error: PermanentError, status: RunStatus | None = None) -> Run:
-    """Record a permanent failure on the run and end it (`rejected` for a rejected dataset, else `failed`)."""
+    """Record a permanent failure on the run and end it (`rejected` for a rejected dataset, else `failed`).
+
+    A deployment the run made without giving it traffic is removed (see `shared.stages.release`).
+    """
+    from shared.stages.release import release_run_resources
+
     if status is None:
         status = RunStatus.REJECTED if isinstance(error, DatasetRejectedError) else RunStatus.FAILED
     log.error("run %s %s: %s: %s", run_id, status.value, error.category, error)
@@ -42,7 +54,10 @@ def fail_run(ctx: StageContext, run_id: str, error: PermanentError, status: RunS
         if not run.finished:
             end_run(run, status, category=error.category, message=str(error))
 
-    return update_run(ctx.ledger, run_id, change)
+    ended = update_run(ctx.ledger, run_id, change)
+    if release_run_resources(ctx, run_id):
+        return ctx.ledger.get(run_id) or ended
+    return ended
 
 
 @contextmanager
@@ -60,10 +75,13 @@ def run_stage(
     stage: RunStage,
     work: Callable[[Run], M | None],
     next_message: Callable[[str], M] | None = None,
+    retry: QueueMessage | None = None,
 ) -> M | None:
     """Claim `stage` of the run and do its `work`; a duplicate does nothing, a finished stage hands on again.
 
-    A `PermanentError` from `work` ends the run; anything else is raised for the queue to retry.
+    A `PermanentError` from `work` ends the run. A `TransientError` puts `retry` (the message being
+    handled) back on its queue with a growing delay (`retry_later`); without `retry`, or once the stage's
+    retry time is over, it is raised for the queue to retry.
     """
     claim = claim_stage(ctx.ledger, run_id, stage, ctx.clock())
     if claim.action is ClaimAction.RESEND_NEXT and next_message is not None:
@@ -72,12 +90,54 @@ def run_stage(
         log.info("%s: %s", stage.value, claim.reason or f"run {run_id} is past it")
         return None
     with permanent_errors_end_run(ctx, run_id):
-        return work(claim.run)
+        try:
+            return work(claim.run)
+        except TransientError as error:
+            if retry is None or not retry_later(ctx, run_id, stage.value, retry, error):
+                raise
     return None
+
+
+def retry_delay(attempt: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before try `attempt + 1`: exponential with jitter, capped, at least `retry_after`."""
+    backoff = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2**attempt)
+    jittered = backoff * (1 - RETRY_JITTER + 2 * RETRY_JITTER * rng())
+    return round(max(jittered, retry_after or 0.0), 1)
+
+
+def retry_later(ctx: StageContext, run_id: str, step: str, message: QueueMessage, error: TransientError) -> bool:
+    """Put `message` back, delayed, after a transient error in `step` of the run; False once time is up.
+
+    The time allowed is AUTOPILOT_TRANSIENT_RETRY_MINUTES from the moment the step started (its
+    `stage_times` entry); after that the error goes to the queue, whose few tries end in the poison
+    queue and a failed run.
+    """
+    run = ctx.ledger.get(run_id)
+    if run is None or run.finished:
+        log.info("run %s ended while %s met %s; not trying again", run_id, step, error)
+        return True
+    now = ctx.clock()
+    started = run.stage_times.get(step)
+    if started and now - parse_iso(started) > timedelta(minutes=ctx.settings.transient_retry_minutes):
+        minutes = ctx.settings.transient_retry_minutes
+        log.error("run %s: %s still meets transient errors after %g min; giving up", run_id, step, minutes)
+        return False
+    attempt = run.retries.get(step, 0)
+    delay = retry_delay(attempt, error.retry_after)
+
+    def count(current: Run) -> None:
+        current.retries[step] = current.retries.get(step, 0) + 1
+
+    update_run(ctx.ledger, run_id, count)
+    ctx.sender.send(message, delay_seconds=delay)
+    log.warning(
+        "run %s: %s met a transient error (try %d), trying again in %.0f s: %s", run_id, step, attempt + 1, delay, error
+    )
+    return True
 
 
 def mark_live_runs(ctx: StageContext, endpoint_name: str, state: str, *, except_run_id: str = "") -> None:
     """Runs whose deployment is live on `endpoint_name` (but `except_run_id`) now say `state` instead."""
-    for run in ctx.ledger.list_runs(limit=1000):
-        if run.run_id != except_run_id and run.endpoint_name == endpoint_name and run.endpoint_state == "live":
+    for run in ctx.ledger.runs_of_endpoint(endpoint_name):
+        if run.run_id != except_run_id and run.endpoint_state == "live":
             update_run(ctx.ledger, run.run_id, lambda current: setattr(current, "endpoint_state", state))

@@ -12,7 +12,7 @@ from shared.stages.restore import RESTORABLE_STATES
 def endpoint_overview(backend: MLBackend, ledger: RunLedger) -> list[dict[str, Any]]:
     """Every endpoint as plain JSON values: those that exist, with their deployments (model, traffic,
     state) and the run live on each; then those deleted as idle, with the run whose model comes back."""
-    runs = ledger.list_runs(limit=1000)
+    runs = ledger.runs_in_endpoint_state("live", *RESTORABLE_STATES)
     live = {run.endpoint_name: run.run_id for run in runs if run.endpoint_state == "live"}
     out = []
     for endpoint in backend.list_endpoints():

@@ -8,12 +8,12 @@ deployment names, so the endpoint comes back as it was (with new keys). Its `end
 
 from __future__ import annotations
 
-from shared.errors import NothingToRestoreError, PermanentError, RestoreFailedError
+from shared.errors import NothingToRestoreError, PermanentError, RestoreFailedError, TransientError
 from shared.ledger import Run, RunLedger, iso, update_run
 from shared.messages import RestoreEndpoint
 from shared.ml.port import MANAGED_BY_TAG, MANAGED_BY_VALUE, RUN_TAG, DeploymentSpec
 from shared.stages.cleanup import DELETED_IDLE, RESTORING
-from shared.stages.context import StageContext, log, mark_live_runs
+from shared.stages.context import StageContext, log, mark_live_runs, retry_later
 from shared.stages.rollout import CHECK_SLACK, check_again_later
 from shared.timestamps import parse_iso
 
@@ -26,7 +26,7 @@ def run_to_restore(ledger: RunLedger, endpoint_name: str) -> Run:
 
     Raises `NothingToRestoreError`, saying what the endpoint's runs say instead, when there is none.
     """
-    runs = [run for run in ledger.list_runs(limit=1000) if run.endpoint_name == endpoint_name]
+    runs = ledger.runs_of_endpoint(endpoint_name)
     restorable = [run for run in runs if run.endpoint_state.startswith(RESTORABLE_STATES)]
     if restorable:
         return max(restorable, key=lambda run: run.finished_at or run.created_at)
@@ -44,8 +44,7 @@ def request_restore(ledger: RunLedger, endpoint_name: str) -> tuple[Run, Restore
 
     Raises `NothingToRestoreError` when no run of this app served the endpoint until the idle cleanup.
     """
-    runs = ledger.list_runs(limit=1000)
-    live = next((run for run in runs if run.endpoint_name == endpoint_name and run.endpoint_state == "live"), None)
+    live = next((run for run in ledger.runs_of_endpoint(endpoint_name) if run.endpoint_state == "live"), None)
     if live is not None:
         return live, None
     run = run_to_restore(ledger, endpoint_name)
@@ -84,6 +83,10 @@ def restore_endpoint(message: RestoreEndpoint, ctx: StageContext) -> None:
         _bring_back(run, ctx, after_failure)
     except PermanentError as error:
         record_restore_failure(ctx, run.run_id, error)
+    except TransientError as error:
+        # A busy endpoint (409) or throttling: the same message again later, within the retry time.
+        if not retry_later(ctx, run.run_id, "restore_requested", message, error):
+            raise
 
 
 def _start_restoring(run: Run, ctx: StageContext) -> None:
@@ -111,7 +114,13 @@ def _bring_back(run: Run, ctx: StageContext, after_failure: bool) -> None:
         ctx.backend.delete_deployment(name, deployment_name)
         deployment = None
     if deployment is None:
-        spec = DeploymentSpec(name, deployment_name, run.model_name, run.model_version, tags={RUN_TAG: run.run_id})
+        spec = DeploymentSpec(
+            name,
+            deployment_name,
+            run.model_name,
+            run.model_version,
+            tags={RUN_TAG: run.run_id, MANAGED_BY_TAG: MANAGED_BY_VALUE},
+        )
         deployment = ctx.backend.begin_deployment(spec)
     if deployment.failed:
         raise RestoreFailedError(f"deployment {deployment_name} on {name} failed: {deployment.error}")

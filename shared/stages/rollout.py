@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from datetime import datetime, timedelta
@@ -11,9 +12,11 @@ from shared.datasets import slug
 from shared.errors import (
     BackendError,
     DeploymentFailedError,
+    InvalidParameterError,
     LedgerConflictError,
     PermanentError,
     QualityGateError,
+    QuotaExceededError,
     SmokeTestFailedError,
 )
 from shared.ledger import Run, RunStage, RunStatus, end_run, iso, update_run
@@ -21,14 +24,17 @@ from shared.messages import DeployModel, PromoteDeployment, QueueMessage, Regist
 from shared.ml.port import (
     MANAGED_BY_TAG,
     MANAGED_BY_VALUE,
+    QUOTA_DEPLOYMENT_ERRORS,
     RUN_TAG,
     DeploymentInfo,
     DeploymentSpec,
+    EndpointInfo,
     ModelRegistration,
 )
 from shared.ml.quality import similarity
 from shared.ml.scoring import chat_request, response_text
-from shared.stages.context import StageContext, log, mark_live_runs, permanent_errors_end_run, run_stage
+from shared.stages.context import StageContext, log, mark_live_runs, run_stage
+from shared.stages.release import release_run_resources
 from shared.timestamps import parse_iso
 
 DEFAULT_SMOKE_PROMPTS = [
@@ -39,6 +45,12 @@ DEFAULT_SMOKE_PROMPTS = [
 SMOKE_PARAMETERS: dict[str, Any] = {"max_new_tokens": 64, "do_sample": False}
 ENDPOINT_NAME_LIMIT = 32
 CHECK_SLACK = timedelta(seconds=1)
+SCOPE_HASH_LENGTH = 6
+# Model versions are positive integers (azure-facts.md; azureml-examples issue #2725); the walkthrough uses
+# Unix seconds. The app keeps them within a signed 32-bit integer, the narrowest type a service could hold
+# them in: seconds fit until 2038.
+MAX_MODEL_VERSION = 2**31 - 1
+VERSION_TRIES = 10
 
 
 def model_name_for(run: Run) -> str:
@@ -46,34 +58,59 @@ def model_name_for(run: Run) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{run.base_model or 'model'}-{run.dataset}")[:255]
 
 
-def model_version_for(run: Run) -> str:
-    """Unique to the run and the same on every retry: milliseconds of the run's creation."""
-    created = parse_iso(run.created_at)
-    return str(int(created.timestamp() * 1000))
+def model_version_for(run: Run, attempt: int = 0) -> str:
+    """The same on every retry: Unix seconds of the run's creation (+ `attempt` when another run has that one)."""
+    version = int(parse_iso(run.created_at).timestamp()) + attempt
+    if not 0 < version <= MAX_MODEL_VERSION:
+        raise InvalidParameterError(f"model version {version} of run {run.run_id} is outside 1..{MAX_MODEL_VERSION}")
+    return str(version)
 
 
-def endpoint_name_for(run: Run) -> str:
-    """3-32 characters, starting with a letter, letters, digits and dashes (Azure's rule)."""
+def endpoint_name_for(run: Run, scope: str = "") -> str:
+    """The manifest's `endpoint_name`, or `ftap-<dataset>` (+ a short hash of the workspace when `scope` is set).
+
+    Azure wants 3-32 characters, a letter first, letters, digits and dashes, and a name unique in the
+    region across workspaces: the hash keeps two workspaces' endpoints for the same dataset apart, and
+    stays the same for every run of the dataset in one workspace.
+    """
     if run.manifest.get("endpoint_name"):
         return str(run.manifest["endpoint_name"])
-    return f"ftap-{slug(run.dataset)}"[:ENDPOINT_NAME_LIMIT].rstrip("-")
+    base = f"ftap-{slug(run.dataset)}"
+    if not scope:
+        return base[:ENDPOINT_NAME_LIMIT].rstrip("-")
+    digest = hashlib.sha256(scope.encode("utf-8")).hexdigest()[:SCOPE_HASH_LENGTH]
+    return f"{base[: ENDPOINT_NAME_LIMIT - SCOPE_HASH_LENGTH - 1].rstrip('-')}-{digest}"
 
 
 def register_model(message: RegisterModel, ctx: StageContext) -> DeployModel | None:
     """Register the job's trained model with lineage tags; registering again returns the same version."""
-    return run_stage(ctx, message.run_id, RunStage.REGISTERING, lambda run: _register(run, ctx), DeployModel)
+    return run_stage(
+        ctx, message.run_id, RunStage.REGISTERING, lambda run: _register(run, ctx), DeployModel, retry=message
+    )
 
 
 def _register(run: Run, ctx: StageContext) -> DeployModel:
-    model = ctx.backend.register_model(
-        ModelRegistration(
-            job_name=run.job_name,
-            model_name=model_name_for(run),
-            version=model_version_for(run),
-            description=f"{run.base_model} fine-tuned on {run.dataset}/{run.version} by Finetune Autopilot",
-            tags={RUN_TAG: run.run_id, "dataset": run.dataset, "dataset_version": run.version, "job": run.job_name},
-        )
-    )
+    for attempt in range(VERSION_TRIES):
+        try:
+            model = ctx.backend.register_model(
+                ModelRegistration(
+                    job_name=run.job_name,
+                    model_name=model_name_for(run),
+                    version=model_version_for(run, attempt),
+                    description=f"{run.base_model} fine-tuned on {run.dataset}/{run.version} by Finetune Autopilot",
+                    tags={
+                        RUN_TAG: run.run_id,
+                        "dataset": run.dataset,
+                        "dataset_version": run.version,
+                        "job": run.job_name,
+                    },
+                )
+            )
+            break
+        except BackendError as error:
+            # Another run of the dataset was made in the same second and holds that version: take the next.
+            if error.category != "conflict" or attempt == VERSION_TRIES - 1:
+                raise
 
     def record(current: Run) -> None:
         current.model_name, current.model_version, current.model_uri = model.name, model.version, model.uri
@@ -86,35 +123,49 @@ def _register(run: Run, ctx: StageContext) -> DeployModel:
 
 def deploy_model(message: DeployModel, ctx: StageContext) -> SmokeTestDeployment | None:
     """Create the new deployment with no traffic; while it is being created, check back later."""
-    return run_stage(ctx, message.run_id, RunStage.DEPLOYING, lambda run: _deploy(run, ctx), SmokeTestDeployment)
+    return run_stage(
+        ctx, message.run_id, RunStage.DEPLOYING, lambda run: _deploy(run, ctx), SmokeTestDeployment, retry=message
+    )
 
 
 def _deploy(run: Run, ctx: StageContext) -> SmokeTestDeployment | None:
     if run.deploy_check_due and ctx.clock() < parse_iso(run.deploy_check_due) - CHECK_SLACK:
         log.info("run %s: a later deployment check is already scheduled; this one is a duplicate", run.run_id)
         return None
-    endpoint_name = run.endpoint_name or endpoint_name_for(run)
-    deployment_name = run.deployment_name or f"v{run.model_version}"[:ENDPOINT_NAME_LIMIT]
+    if not run.endpoint_name:
+        run = _choose_endpoint(run, ctx)
+    endpoint_name, deployment_name = run.endpoint_name, run.deployment_name
     endpoint = ctx.backend.ensure_endpoint(endpoint_name, {MANAGED_BY_TAG: MANAGED_BY_VALUE, "dataset": run.dataset})
-    deployment = ctx.backend.get_deployment(endpoint_name, deployment_name)
-    if deployment is None:
-        previous = max(
-            ((weight, name) for name, weight in endpoint.traffic.items() if weight > 0 and name != deployment_name),
-            default=(0, ""),
-        )[1]
+    _check_managed(endpoint, run)
+    deployment = ctx.backend.get_deployment(endpoint_name, deployment_name, run.deployment_operation)
+    if deployment is None or deployment.retryable:
+        if deployment is not None:
+            log.warning("run %s: deployment %s: %s; starting it again", run.run_id, deployment_name, deployment.error)
+        previous = (
+            run.previous_deployment
+            or max(
+                ((weight, name) for name, weight in endpoint.traffic.items() if weight > 0 and name != deployment_name),
+                default=(0, ""),
+            )[1]
+        )
         deployment = ctx.backend.begin_deployment(
             DeploymentSpec(
-                endpoint_name, deployment_name, run.model_name, run.model_version, tags={RUN_TAG: run.run_id}
+                endpoint_name,
+                deployment_name,
+                run.model_name,
+                run.model_version,
+                tags={RUN_TAG: run.run_id, MANAGED_BY_TAG: MANAGED_BY_VALUE},
             )
         )
+        operation = deployment.operation
 
         def record_start(current: Run) -> None:
-            current.endpoint_name, current.deployment_name = endpoint_name, deployment_name
             current.scoring_uri, current.previous_deployment = endpoint.scoring_uri, previous
+            current.deployment_operation = operation
 
         update_run(ctx.ledger, run.run_id, record_start)
     if deployment.failed:
-        raise DeploymentFailedError(f"deployment {deployment_name} on {endpoint_name} failed: {deployment.error}")
+        raise deployment_failure(deployment)
     if deployment.ready:
         update_run(ctx.ledger, run.run_id, lambda current: setattr(current, "stage_done", True))
         log.info("run %s: deployment %s/%s is ready", run.run_id, endpoint_name, deployment_name)
@@ -122,6 +173,44 @@ def _deploy(run: Run, ctx: StageContext) -> SmokeTestDeployment | None:
     started = parse_iso(run.stage_times[RunStage.DEPLOYING.value])
     check_again_later(ctx, run.run_id, deployment, started, DeployModel(run.run_id), DeploymentFailedError)
     return None
+
+
+def _choose_endpoint(run: Run, ctx: StageContext) -> Run:
+    """Name the run's endpoint and deployment on the run before anything is created.
+
+    A retry after a crash (or a lost answer) then finds the names, so whatever the first try made is
+    smoke-tested, promoted or removed, never left billing unknown to the run.
+    """
+    endpoint_name = endpoint_name_for(run, ctx.backend.endpoint_scope)
+    deployment_name = f"v{run.model_version}"[:ENDPOINT_NAME_LIMIT]
+    existing = ctx.backend.get_endpoint(endpoint_name)
+    if existing is not None:
+        _check_managed(existing, run)
+
+    def record(current: Run) -> None:
+        if not current.endpoint_name:
+            current.endpoint_name, current.deployment_name = endpoint_name, deployment_name
+            current.created_endpoint = existing is None
+
+    return update_run(ctx.ledger, run.run_id, record)
+
+
+def _check_managed(endpoint: EndpointInfo, run: Run) -> None:
+    """Only endpoints this app made (its `managed_by` tag) take its deployments: never another one of the workspace."""
+    if endpoint.tags.get(MANAGED_BY_TAG) != MANAGED_BY_VALUE:
+        raise InvalidParameterError(
+            f"endpoint {endpoint.name} exists and was not made by Finetune Autopilot (no {MANAGED_BY_TAG}="
+            f"{MANAGED_BY_VALUE} tag): run {run.run_id} will not deploy to it; set another endpoint_name in the "
+            "dataset's autopilot.json, or leave it out for the app's own endpoint"
+        )
+
+
+def deployment_failure(deployment: DeploymentInfo) -> PermanentError:
+    """The run's error for a failed deployment: `quota` for a quota shortfall, else `deployment`."""
+    where = f"deployment {deployment.name} on {deployment.endpoint_name}"
+    if deployment.error_code in QUOTA_DEPLOYMENT_ERRORS:
+        return QuotaExceededError(f"{where} failed: {deployment.error}")
+    return DeploymentFailedError(f"{where} failed: {deployment.error}")
 
 
 def check_again_later(
@@ -163,7 +252,14 @@ def schedule_check(ctx: StageContext, run_id: str, due: datetime) -> bool:
 
 def smoke_test_deployment(message: SmokeTestDeployment, ctx: StageContext) -> PromoteDeployment | None:
     """Score real test conversations against the new deployment alone; a failure or a worse model rolls it back."""
-    return run_stage(ctx, message.run_id, RunStage.SMOKE_TESTING, lambda run: _smoke_test(run, ctx), PromoteDeployment)
+    return run_stage(
+        ctx,
+        message.run_id,
+        RunStage.SMOKE_TESTING,
+        lambda run: _smoke_test(run, ctx),
+        PromoteDeployment,
+        retry=message,
+    )
 
 
 def _smoke_test(run: Run, ctx: StageContext) -> PromoteDeployment | None:
@@ -274,12 +370,11 @@ def _similarities(smoke: dict[str, Any]) -> str:
 
 
 def _roll_back(run: Run, smoke: dict[str, Any], error: PermanentError, ctx: StageContext) -> None:
+    """End the run `rolled_back` (no stage goes on with it), then remove the new deployment (`removed` says what)."""
     message = (
-        f"{error}; the new deployment was removed and traffic stays on "
+        f"{error}; the new deployment is removed and traffic stays on "
         f"{run.previous_deployment or 'nothing (no live deployment before)'}"
     )
-    with permanent_errors_end_run(ctx, run.run_id):
-        ctx.backend.delete_deployment(run.endpoint_name, run.deployment_name)
 
     def record(current: Run) -> None:
         current.smoke = smoke
@@ -288,19 +383,36 @@ def _roll_back(run: Run, smoke: dict[str, Any], error: PermanentError, ctx: Stag
 
     update_run(ctx.ledger, run.run_id, record)
     log.error("run %s rolled back: %s", run.run_id, message)
+    release_run_resources(ctx, run.run_id)
 
 
 def promote_deployment(message: PromoteDeployment, ctx: StageContext) -> None:
     """Give the new deployment all traffic, then remove the deployments it replaced."""
-    run_stage(ctx, message.run_id, RunStage.PROMOTING, lambda run: _promote(run, ctx))
+    run_stage(ctx, message.run_id, RunStage.PROMOTING, lambda run: _promote(run, ctx), retry=message)
 
 
 def _promote(run: Run, ctx: StageContext) -> None:
-    ctx.backend.set_traffic(run.endpoint_name, {run.deployment_name: 100})
+    """All traffic to the new deployment (kept if already so: a retry makes no new update), then the
+    deployments this app made before it are deleted; others on the endpoint are left alone."""
+    wanted = {run.deployment_name: 100}
     endpoint = ctx.backend.get_endpoint(run.endpoint_name)
-    replaced = [name for name in (endpoint.deployments if endpoint else ()) if name != run.deployment_name]
-    for name in replaced:
+    if endpoint is None or {name: weight for name, weight in endpoint.traffic.items() if weight} != wanted:
+        ctx.backend.set_traffic(run.endpoint_name, wanted)
+        endpoint = ctx.backend.get_endpoint(run.endpoint_name)
+    replaced, kept = [], []
+    for name in endpoint.deployments if endpoint else ():
+        if name == run.deployment_name:
+            continue
+        other = ctx.backend.get_deployment(run.endpoint_name, name)
+        if other is not None and not other.managed:
+            kept.append(name)
+            continue
         ctx.backend.delete_deployment(run.endpoint_name, name)
+        replaced.append(name)
+    if kept:
+        log.warning(
+            "run %s: deployments %s on %s were not made by this app: left in place", run.run_id, kept, run.endpoint_name
+        )
 
     def record(current: Run) -> None:
         if current.stage is not RunStage.PROMOTING:

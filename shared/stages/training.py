@@ -1,13 +1,21 @@
-"""Submitting the fine-tuning job and reacting to its events."""
+"""Submitting the fine-tuning job and reacting to its events (and to delayed checks of its status)."""
 
 from __future__ import annotations
 
-from shared.errors import PermanentError, TrainingFailedError
+from datetime import timedelta
+
+from shared.errors import LedgerConflictError, PermanentError, TrainingFailedError
 from shared.events import MLJobEvent
 from shared.ledger import ClaimAction, Run, RunStage, claim_stage, iso, update_run
-from shared.messages import RegisterModel, SubmitFinetuneJob
-from shared.ml.port import RUN_TAG, FinetuneJobSpec, JobInfo
+from shared.messages import CheckFinetuneJob, RegisterModel, SubmitFinetuneJob
+from shared.ml.port import RUN_TAG, TERMINAL_JOB_STATUSES, FinetuneJobSpec, JobInfo
 from shared.stages.context import StageContext, fail_run, log, permanent_errors_end_run, run_stage
+from shared.stages.rollout import CHECK_SLACK
+from shared.timestamps import parse_iso
+
+JOB_CHECK_FIRST_DELAY_SECONDS = 30.0
+JOB_CHECK_MAX_DELAY_SECONDS = 600.0
+LEDGER_ATTEMPTS = 5
 
 
 def job_name_for(run_id: str) -> str:
@@ -56,7 +64,9 @@ def _submit(run: Run, ctx: StageContext) -> None:
 def handle_ml_job_event(event: MLJobEvent, ctx: StageContext) -> RegisterModel | None:
     """React to a job event of a job this app submitted; the job's own status decides, not the event's.
 
-    Events come at least once and in any order, so the backend is asked for the job's status.
+    Events come at least once and in any order, so the backend is asked for the job's status. When the
+    event says the job ended but the backend still reads it in progress, a delayed `CheckFinetuneJob`
+    reads it again later, so that the run does not wait in `training` for an event that already came.
     """
     run_id = event.tags.get(RUN_TAG)
     if not run_id:
@@ -64,18 +74,94 @@ def handle_ml_job_event(event: MLJobEvent, ctx: StageContext) -> RegisterModel |
             "ignoring %s of job %s: not submitted by this app (no %s tag)", event.event_type, event.job_name, RUN_TAG
         )
         return None
+    # RunCompleted parses as status Completed; RunStatusChanged carries the job's status in runStatus
+    # (https://learn.microsoft.com/azure/event-grid/event-schema-machine-learning).
+    reported_end = event.status in TERMINAL_JOB_STATUSES
+    return _follow_job(ctx, run_id, event.job_name, f"{event.event_type} event", reported_end, attempt=0)
+
+
+def check_finetune_job(message: CheckFinetuneJob, ctx: StageContext) -> RegisterModel | None:
+    """Read the job's status again and do what its event would have done; still in progress: check later.
+
+    Duplicate checks (and duplicate events) share one chain of delayed checks; a check for a run that
+    has left `training` or ended does nothing.
+    """
+    return _follow_job(ctx, message.run_id, message.job_name, "job check", True, attempt=message.attempt)
+
+
+def _follow_job(
+    ctx: StageContext, run_id: str, job_name: str, source: str, reported_end: bool, *, attempt: int
+) -> RegisterModel | None:
+    """The job's status decides: hand on to registering, end the run, or (when told it ended) check again later."""
     claim = claim_stage(ctx.ledger, run_id, RunStage.TRAINING, ctx.clock())
     if claim.run is None or claim.action is ClaimAction.SKIP:
-        log.info("job event: %s", claim.reason)
+        log.info("%s: %s", source, claim.reason)
         return None
-    if claim.run.job_name != event.job_name:
-        log.info("ignoring event of job %s: run %s belongs to job %s", event.job_name, run_id, claim.run.job_name)
+    if claim.run.job_name != job_name:
+        log.info("ignoring %s of job %s: run %s belongs to job %s", source, job_name, run_id, claim.run.job_name)
         return None
     if claim.action is ClaimAction.RESEND_NEXT:
-        return RegisterModel(run_id, event.job_name)
+        return RegisterModel(run_id, job_name)
     with permanent_errors_end_run(ctx, run_id):
-        return _record_job_outcome(claim.run, ctx.backend.get_job(event.job_name), ctx)
+        job = ctx.backend.get_job(job_name)
+        if reported_end and not job.finished:
+            _check_job_later(ctx, run_id, job, attempt + 1)
+            return None
+        return _record_job_outcome(claim.run, job, ctx)
     return None
+
+
+def job_check_delay(attempt: int) -> float:
+    """Seconds before check number `attempt` (1, 2, ...) of a job: 30 s, doubling, at most 10 minutes."""
+    return min(JOB_CHECK_MAX_DELAY_SECONDS, JOB_CHECK_FIRST_DELAY_SECONDS * 2 ** (attempt - 1))
+
+
+def _check_job_later(ctx: StageContext, run_id: str, job: JobInfo, attempt: int) -> None:
+    """Record the status read and claim the next check (compare-and-swap on `job_check_due`), then send it.
+
+    Of duplicate events and checks, only the one that moves `job_check_due` past now sends a check;
+    the others find a check already due later and stop, so one chain of checks remains. A conflict
+    with an unrelated write reads the run again; one that never settles is raised for a retry.
+    """
+    delay = job_check_delay(attempt)
+    for _ in range(LEDGER_ATTEMPTS):
+        now = ctx.clock()
+        run = ctx.ledger.get(run_id)
+        if run is None or run.finished or run.stage is not RunStage.TRAINING or run.stage_done:
+            return
+        if run.job_check_due and now < parse_iso(run.job_check_due) - CHECK_SLACK:
+            log.info(
+                "run %s: job %s reads %s; a check is due at %s already", run_id, job.name, job.status, run.job_check_due
+            )
+            return
+        previous_due, due = run.job_check_due, iso(now + timedelta(seconds=delay))
+        run.job_status, run.job_check_due, run.updated_at = job.status, due, iso(now)
+        try:
+            ctx.ledger.replace(run)
+        except LedgerConflictError:
+            continue
+        try:
+            # A queue message can stay invisible for up to 7 days, far beyond the longest delay here
+            # (Put Message, visibilitytimeout: https://learn.microsoft.com/rest/api/storageservices/put-message).
+            ctx.sender.send(CheckFinetuneJob(run_id, job.name, attempt), delay_seconds=delay)
+        except Exception:
+            # Give the claim back, or the retry of this delivery would find a check due that was never sent.
+            _release_job_check(ctx, run_id, due, previous_due)
+            raise
+        log.info("run %s: job %s still reads %s; check %d in %.0f s", run_id, job.name, job.status, attempt, delay)
+        return
+    raise LedgerConflictError(f"run {run_id} kept changing while the next check of job {job.name} was scheduled")
+
+
+def _release_job_check(ctx: StageContext, run_id: str, claimed_due: str, previous_due: str) -> None:
+    def release(current: Run) -> None:
+        if current.job_check_due == claimed_due:
+            current.job_check_due = previous_due
+
+    try:
+        update_run(ctx.ledger, run_id, release)
+    except Exception:
+        log.exception("run %s: could not give back the job check claimed for %s", run_id, claimed_due)
 
 
 def _record_job_outcome(run: Run, job: JobInfo, ctx: StageContext) -> RegisterModel | None:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from shared.messages import ALL_QUEUES
+
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ["azure.ai.ml", "pandas", "datasets", "torch", "transformers", "mlflow", "pyarrow", "azure.storage.blob"]
 
@@ -35,6 +37,7 @@ def test_every_stage_is_its_own_function_with_the_expected_trigger() -> None:
         "validate_dataset": ("queueTrigger", "validate-dataset"),
         "submit_finetune": ("queueTrigger", "submit-finetune"),
         "ml_job_events": ("eventGridTrigger", None),
+        "check_finetune_job": ("queueTrigger", "check-finetune-job"),
         "register_model": ("queueTrigger", "register-model"),
         "deploy_model": ("queueTrigger", "deploy-model"),
         "smoke_test": ("queueTrigger", "smoke-test"),
@@ -50,3 +53,6 @@ def test_every_stage_is_its_own_function_with_the_expected_trigger() -> None:
     }
     assert outputs["validate_dataset"] == ["submit-finetune"] and outputs["ml_job_events"] == ["register-model"]
     assert outputs["restore_endpoint_request"] == ["restore-endpoint"]
+    assert outputs["check_finetune_job"] == ["register-model"]
+    # Every queue a function reads is one the app knows (ALL_QUEUES), and the other way round.
+    assert {queue for kind, queue in triggers.values() if kind == "queueTrigger"} == set(ALL_QUEUES)

@@ -11,10 +11,12 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from shared.errors import (
+    AuthorizationError,
     BackendError,
     DeploymentFailedError,
     InvalidParameterError,
@@ -41,6 +43,7 @@ from shared.ml.azureml.endpoints import (
 )
 from shared.ml.azureml.errors import REGISTRY_ROLE, translated
 from shared.ml.azureml.metrics import AzureMonitorRequestMetrics, minute_span
+from shared.ml.azureml.operations import ArmOperationStatus, OperationStatus, operation_error, operation_url
 from shared.ml.azureml.pipeline import (
     BASE_MODEL_ID_TAG,
     BASE_MODEL_TAG,
@@ -55,6 +58,7 @@ from shared.ml.azureml.tracking import MlflowRestTracking, workspace_tracking_ur
 from shared.ml.port import (
     MANAGED_BY_TAG,
     MANAGED_BY_VALUE,
+    QUOTA_DEPLOYMENT_ERRORS,
     RUN_TAG,
     TERMINAL_JOB_STATUSES,
     DeploymentInfo,
@@ -89,6 +93,8 @@ class AzureMLBackend:
 
     name = "azureml"
     simulated = False
+    # Deployment operation errors that mean the instance type cannot be had in the region.
+    QUOTA_CODES = QUOTA_DEPLOYMENT_ERRORS
 
     def __init__(
         self,
@@ -99,6 +105,7 @@ class AzureMLBackend:
         metrics: RequestMetrics,
         tracking: JobTracking,
         http: Any = None,
+        operations: OperationStatus | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         """`workspace`: the workspace's `MLClient`; `registry`: returns the registry's, made on first use."""
@@ -108,6 +115,8 @@ class AzureMLBackend:
         self._metrics = metrics
         self._tracking = tracking
         self._http = http
+        self._operations = operations
+        self._operation_urls: dict[tuple[str, str], str] = {}
         self._clock = clock
         self._lock = threading.Lock()
         self._base_models: dict[tuple[str, str], BaseModel] = {}
@@ -126,7 +135,18 @@ class AzureMLBackend:
             config,
             metrics=AzureMonitorRequestMetrics(credential),
             tracking=MlflowRestTracking(workspace_tracking_uri(workspace), credential),
+            operations=ArmOperationStatus(credential),
         )
+
+    @property
+    def endpoint_scope(self) -> str:
+        """The workspace (subscription, resource group, name): endpoint names must be unique in its region."""
+        parts = (
+            getattr(self._workspace, "subscription_id", ""),
+            getattr(self._workspace, "resource_group_name", ""),
+            getattr(self._workspace, "workspace_name", ""),
+        )
+        return "/".join(str(part or "") for part in parts)
 
     # fine-tuning jobs
     def plan_finetune(self, spec: FinetuneJobSpec, base_model_version: str | None = None) -> tuple[FinetunePlan, Any]:
@@ -226,28 +246,34 @@ class AzureMLBackend:
         return f"{message}; {where}" if message else f"job ended {job.status} without an error message; {where}"
 
     # registry
-    def base_model(self, name: str, version: str = LATEST) -> BaseModel:
-        """The registry model `name` at `version` (or label `latest`), read once per process."""
+    def base_model(self, name: str, version: str = LATEST, *, refuse_retired: bool = True) -> BaseModel:
+        """The registry model `name` at `version` (or label `latest`), read once per process.
+
+        A model retired (on or before the backend's today) or archived is refused with
+        `InvalidParameterError` before any compute is asked for; a coming deprecation is logged. Registering
+        a model already trained on it passes `refuse_retired=False`.
+        """
+        from shared.ml.azureml.catalog import check_usable, registry_model_body, unresolved_hint
+
         key = (name, version)
         with self._lock:
-            if key in self._base_models:
-                return self._base_models[key]
-        registry = self._registry()
-        what = f"base model {name} ({'label latest' if version == LATEST else 'version ' + version})"
-        try:
-            with translated(f"reading {what} from registry {self._config.registry}", role=REGISTRY_ROLE):
-                if version == LATEST:
-                    model = registry.models.get(name, label=LATEST)
-                else:
-                    model = registry.models.get(name, version=version)
-        except NotFoundError as exc:
-            raise NotFoundError(
-                f"{exc}. Check AUTOPILOT_BASE_MODEL / AUTOPILOT_BASE_MODEL_VERSION or the manifest's base_model; "
-                "archived catalog models (Phi-3-mini-4k-instruct since 2026) may no longer resolve"
-            ) from exc
-        base = BaseModel.of_model(model)
-        with self._lock:
-            self._base_models[key] = base
+            base = self._base_models.get(key)
+        if base is None:
+            registry = self._registry()
+            what = f"base model {name} ({'label latest' if version == LATEST else 'version ' + version})"
+            try:
+                with translated(f"reading {what} from registry {self._config.registry}", role=REGISTRY_ROLE):
+                    resolved = str(registry.models.get(name, label=LATEST).version) if version == LATEST else version
+                    body = registry_model_body(registry, name, resolved)
+            except (NotFoundError, InvalidParameterError) as exc:
+                # The SDK reports a label it cannot resolve as a validation error, not a 404.
+                raise type(exc)(f"{exc}. {unresolved_hint(name, self._clock().date())}") from exc
+            base = BaseModel.from_rest(name, resolved, body)
+            with self._lock:
+                self._base_models[key] = base
+        if refuse_retired:
+            for warning in check_usable(base, self._clock().date()):
+                log.warning("%s", warning)
         return base
 
     def register_model(self, registration: ModelRegistration) -> RegisteredModel:
@@ -293,9 +319,12 @@ class AzureMLBackend:
         if base:
             tags.update({BASE_MODEL_TAG: base["name"], BASE_MODEL_VERSION_TAG: base["version"]})
             tags[BASE_MODEL_ID_TAG] = base["id"]
-            allow_list = self.base_model(base["name"], base["version"]).tags.get(INFERENCE_ALLOW_LIST_TAG)
-            if allow_list:
-                tags[INFERENCE_ALLOW_LIST_TAG] = allow_list
+            # The tag or, in newer catalog models, system metadata: begin_deployment reads the tag only.
+            allowed = self.base_model(base["name"], base["version"], refuse_retired=False).allow_list(
+                INFERENCE_ALLOW_LIST_TAG
+            )
+            if allowed is not None:
+                tags[INFERENCE_ALLOW_LIST_TAG] = repr(allowed)
         tags[MANAGED_BY_TAG] = MANAGED_BY_VALUE
         return Model(
             path=f"azureml://jobs/{registration.job_name}/outputs/{TRAINED_MODEL_OUTPUT}",
@@ -315,9 +344,23 @@ class AzureMLBackend:
         if entity is None:
             requested = build_endpoint(name, tags, f"Fine-tuned chat models of {tags.get('dataset', name)}")
             # Not waited on: begin_deployment starts the deployment once the endpoint is ready.
-            with translated(f"creating endpoint {name}"), contextlib.suppress(ResourceExistsError):
-                self._workspace.online_endpoints.begin_create_or_update(requested)
-            entity = self._find_endpoint(name)
+            try:
+                with translated(f"creating endpoint {name}"):
+                    try:
+                        self._workspace.online_endpoints.begin_create_or_update(requested)
+                    except ResourceExistsError as exc:
+                        conflict: Exception | None = exc
+                    else:
+                        conflict = None
+            finally:
+                entity = self._find_endpoint(name)
+            if entity is None and conflict is not None:
+                # Names are unique per region across workspaces: 409 for a name this workspace does not have.
+                raise BackendError(
+                    f"endpoint name {name} is taken in the region by another workspace ({conflict}); endpoint names "
+                    "must be unique per Azure region: set another endpoint_name in the dataset's autopilot.json",
+                    category="conflict",
+                )
             if entity is None:
                 return endpoint_info(requested, [])
         return endpoint_info(entity, self._deployment_names(name))
@@ -334,6 +377,9 @@ class AzureMLBackend:
     def delete_endpoint(self, name: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
 
+        with self._lock:
+            for key in [key for key in self._operation_urls if key[0] == name]:
+                del self._operation_urls[key]
         with translated(f"deleting endpoint {name}"), contextlib.suppress(ResourceNotFoundError):
             self._workspace.online_endpoints.begin_delete(name=name)
         with self._lock:
@@ -395,14 +441,23 @@ class AzureMLBackend:
         deployment = build_deployment(spec, instance_type, count)
         starting = f"starting deployment {spec.deployment_name} on {spec.endpoint_name}"
         region = str(endpoint.location or "") or None
-        with (
-            translated(starting, instance_type=instance_type, region=region),
-            contextlib.suppress(ResourceExistsError),
-        ):
-            self._workspace.online_deployments.begin_create_or_update(deployment)
-        return self.get_deployment(spec.endpoint_name, spec.deployment_name) or waiting
+        with translated(starting, instance_type=instance_type, region=region):
+            try:
+                poller = self._workspace.online_deployments.begin_create_or_update(deployment)
+            except ResourceExistsError:
+                # 409: another operation on the endpoint is in progress; fine only if ours is the one.
+                existing = self.get_deployment(spec.endpoint_name, spec.deployment_name)
+                if existing is None:
+                    raise
+                return existing
+        url = operation_url(poller)
+        if url:
+            with self._lock:
+                self._operation_urls[(spec.endpoint_name, spec.deployment_name)] = url
+        current = self.get_deployment(spec.endpoint_name, spec.deployment_name, url) or waiting
+        return replace(current, operation=url or current.operation)
 
-    def get_deployment(self, endpoint_name: str, deployment_name: str) -> DeploymentInfo | None:
+    def get_deployment(self, endpoint_name: str, deployment_name: str, operation: str = "") -> DeploymentInfo | None:
         from azure.core.exceptions import ResourceNotFoundError
 
         with translated(f"reading deployment {deployment_name} of {endpoint_name}"):
@@ -410,14 +465,34 @@ class AzureMLBackend:
                 entity = self._workspace.online_deployments.get(name=deployment_name, endpoint_name=endpoint_name)
             except ResourceNotFoundError:
                 return None
-        error = None
-        if deployment_state(entity) == "Failed":
-            error = self._deployment_logs(endpoint_name, deployment_name, state_text(entity.provisioning_state))
-        return deployment_info(entity, endpoint_name, error)
+        with self._lock:
+            url = operation or self._operation_urls.get((endpoint_name, deployment_name), "")
+        info = deployment_info(entity, endpoint_name)
+        if info.failed:
+            return self._failure(entity, info, url)
+        return replace(info, operation=url)
+
+    def _failure(self, entity: Any, info: DeploymentInfo, url: str) -> DeploymentInfo:
+        """Why the deployment failed: the operation's error code and message first, then container logs."""
+        failure = operation_error(self._operations, url)
+        parts = []
+        if failure is not None:
+            parts.append(f"{failure.code}: {failure.message}")
+            if failure.code in self.QUOTA_CODES:
+                region = self._workspace_region() or "the workspace region"
+                parts.append(
+                    f"not enough quota for {entity.instance_type} x {entity.instance_count} in {region}: ask for more "
+                    "quota of that VM family in that region (Azure ML studio: Quota), or set "
+                    "AUTOPILOT_AZUREML_INFERENCE_INSTANCE_TYPE to another instance type"
+                )
+        logs = self._deployment_logs(info.endpoint_name, info.name, state_text(entity.provisioning_state))
+        if logs:
+            parts.append(logs)
+        return replace(info, error="\n".join(parts), error_code=failure.code if failure else "", operation=url)
 
     def _deployment_logs(self, endpoint_name: str, deployment_name: str, state: str) -> str:
-        """Why a deployment failed, for the run: the tail of its container logs."""
-        parts = [f"provisioning state {state}"]
+        """The tail of a failed deployment's container logs ("" when there are none)."""
+        parts = []
         for container in ("inference-server", "storage-initializer"):
             try:
                 with translated(f"reading {container} logs of {deployment_name}"):
@@ -428,7 +503,9 @@ class AzureMLBackend:
                 text = f"(not available: {exc})"
             if text and text.strip():
                 parts.append(f"{container} logs (last {LOG_LINES} lines):\n{text.strip()}")
-        return "\n".join(parts)
+        if not parts:
+            return f"provisioning state {state}; the containers wrote no logs"
+        return "\n".join([f"provisioning state {state}", *parts])
 
     def delete_deployment(self, endpoint_name: str, deployment_name: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -455,10 +532,16 @@ class AzureMLBackend:
         uri, key = self._scoring_target(endpoint_name)
         try:
             return post_score(self._http or requests, uri, key, request, deployment_name, SCORING_TIMEOUT_SECONDS)
+        except AuthorizationError:
+            # Keys change when an endpoint is made again or its keys are regenerated: read them anew, once.
+            with self._lock:
+                self._scoring.pop(endpoint_name, None)
+            uri, key = self._scoring_target(endpoint_name)
         except BackendError:
             with self._lock:
                 self._scoring.pop(endpoint_name, None)
             raise
+        return post_score(self._http or requests, uri, key, request, deployment_name, SCORING_TIMEOUT_SECONDS)
 
     def _scoring_target(self, endpoint_name: str) -> tuple[str, str]:
         with self._lock:

@@ -1,8 +1,10 @@
 """Compute checks made before anything is submitted or deployed, as the walkthrough makes them.
 
 A cluster in failed provisioning state is refused; the size (of the cluster, or the serverless
-instance type) must be in the model's `finetune_compute_allow_list` tag when it has one, otherwise
-the K80 sizes are refused; GPUs per node come from the workspace's list of sizes.
+instance type) must be in the model's fine-tuning allow list (its `finetune_compute_allow_list` tag,
+or `system_metadata.supportedComputes.finetuneComputes` in newer catalog models); GPUs per node come
+from the workspace's list of sizes. A model that declares no allow list is refused: the checks fail
+closed rather than send a job or a deployment to a size the model was never published for.
 """
 
 from __future__ import annotations
@@ -12,13 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import InvalidParameterError, NotFoundError
-from shared.ml.azureml.catalog import FINETUNE_ALLOW_LIST_TAG, INFERENCE_ALLOW_LIST_TAG, BaseModel
+from shared.ml.azureml.catalog import FINETUNE_ALLOW_LIST_TAG, INFERENCE_ALLOW_LIST_TAG, SUPPORTED_COMPUTES, BaseModel
 from shared.ml.azureml.errors import translated
 from shared.ml.azureml.states import state_text
 
 SERVERLESS = "serverless"
-# Sizes with K80 GPUs, which the fine-tuning components do not support.
-UNSUPPORTED_FINETUNE_SIZES = frozenset({"standard_nc6", "standard_nc12", "standard_nc24", "standard_nc24r"})
 COMPUTE_INPUTS = ("compute_model_import", "compute_preprocess", "compute_finetune", "compute_model_evaluation")
 
 
@@ -49,16 +49,21 @@ class FinetuneCompute:
 
 
 def check_finetune_size(size: str, model: BaseModel, where: str) -> None:
-    """The walkthrough's allow-list check (case-insensitive), or the K80 refusal without an allow list."""
+    """The walkthrough's allow-list check (case-insensitive); a model without an allow list is refused."""
     allowed = model.allow_list(FINETUNE_ALLOW_LIST_TAG)
-    if allowed is not None:
-        if size.lower() not in {name.lower() for name in allowed}:
-            raise InvalidParameterError(
-                f"{where}: size {size} is not in {model.name}:{model.version}'s {FINETUNE_ALLOW_LIST_TAG} "
-                f"({', '.join(allowed)}); use a cluster or instance type of one of those sizes"
-            )
-    elif size.lower() in UNSUPPORTED_FINETUNE_SIZES:
-        raise InvalidParameterError(f"{where}: size {size} (K80 GPUs) is not supported for fine-tuning")
+    if allowed is None:
+        metadata = f"system_metadata.supportedComputes.{SUPPORTED_COMPUTES[FINETUNE_ALLOW_LIST_TAG]}"
+        raise InvalidParameterError(
+            f"{where}: {model.name}:{model.version} declares no fine-tuning computes (neither a "
+            f"{FINETUNE_ALLOW_LIST_TAG} tag nor {metadata}), so size {size} cannot be checked and the app does "
+            "not fine-tune unchecked; choose a base model (AUTOPILOT_BASE_MODEL, or AUTOPILOT_BASE_MODEL_VERSION "
+            "for another version) that declares them"
+        )
+    if size.lower() not in {name.lower() for name in allowed}:
+        raise InvalidParameterError(
+            f"{where}: size {size} is not in {model.name}:{model.version}'s fine-tuning allow list "
+            f"({', '.join(allowed)}); use a cluster or instance type of one of those sizes"
+        )
 
 
 def gpus_per_node(size: str, sizes: Iterable[tuple[str, int | None]], where: str) -> int:
@@ -74,8 +79,19 @@ def gpus_per_node(size: str, sizes: Iterable[tuple[str, int | None]], where: str
 
 
 def check_inference_instance_type(instance_type: str, allowed: list[str] | None, model: str) -> None:
-    """The deployment's instance type must be in the base model's `inference_compute_allow_list` when it has one."""
-    if allowed is not None and instance_type.lower() not in {name.lower() for name in allowed}:
+    """The deployment's instance type must be in the model's `inference_compute_allow_list`; without one, refused.
+
+    The app copies the base model's inference computes into that tag of every model it registers.
+    """
+    if allowed is None:
+        raise InvalidParameterError(
+            f"the model to deploy (base model {model}) has no {INFERENCE_ALLOW_LIST_TAG} tag (its base model declared "
+            f"no inference computes, in a tag or in system_metadata.supportedComputes."
+            f"{SUPPORTED_COMPUTES[INFERENCE_ALLOW_LIST_TAG]}), so instance "
+            f"type {instance_type} cannot be checked and the app does not deploy unchecked; fine-tune a base model "
+            "that declares them, or add the tag to the registered model (az ml model update --set tags...)"
+        )
+    if instance_type.lower() not in {name.lower() for name in allowed}:
         raise InvalidParameterError(
             f"instance type {instance_type} is not in {INFERENCE_ALLOW_LIST_TAG} of {model} ({', '.join(allowed)}); "
             "set AUTOPILOT_AZUREML_INFERENCE_INSTANCE_TYPE to one of those"

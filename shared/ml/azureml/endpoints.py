@@ -61,6 +61,8 @@ def traffic_update(current: Any, traffic: dict[str, int], mirror_traffic: dict[s
     """The endpoint as read, with new traffic, and without the `properties` the SDK fills from ARM's systemData.
 
     Those would go back in the PUT as endpoint properties, which Azure lets be added but never changed.
+    Everything else the user may have set is kept: a PUT replaces the whole resource, so what it leaves
+    out (public network access, say) would fall back to its default.
     """
     from azure.ai.ml.entities import ManagedOnlineEndpoint
 
@@ -70,6 +72,8 @@ def traffic_update(current: Any, traffic: dict[str, int], mirror_traffic: dict[s
         description=current.description,
         tags=dict(current.tags or {}),
         identity=current.identity,
+        public_network_access=getattr(current, "public_network_access", None),
+        kind=getattr(current, "kind", None),
         traffic=dict(traffic),
         mirror_traffic=dict(mirror_traffic),
     )
@@ -134,6 +138,7 @@ def deployment_info(entity: Any, endpoint_name: str, error: str | None = None) -
         model_version=model_version,
         state=deployment_state(entity),
         error=error,
+        tags={str(key): str(value) for key, value in (getattr(entity, "tags", None) or {}).items()},
     )
 
 

@@ -1,7 +1,14 @@
 """Azure SDK errors translated into this project's error types, at the adapter boundary.
 
 Inside one call azure-core already retries throttling and 5xx with exponential backoff (honouring
-Retry-After); what still fails becomes a `TransientError`, so the queue tries the message again later.
+Retry-After); what still fails becomes a `TransientError` carrying the service's Retry-After, so the
+stage puts its message back with at least that delay.
+
+HTTP 409 on an endpoint or deployment that exists means another operation on the endpoint is still
+running (its provisioning state is `Updating` or `Creating`): "Troubleshoot online endpoint deployment and
+scoring" (learn.microsoft.com/azure/machine-learning/how-to-troubleshoot-online-endpoints) tells to wait for
+it and try again, so it is transient. The callers that create something handle their own 409 first: a name
+taken elsewhere in the region is a real conflict (see `AzureMLBackend.ensure_endpoint`).
 """
 
 from __future__ import annotations
@@ -9,6 +16,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 from shared.errors import (
     AuthorizationError,
@@ -25,7 +34,7 @@ METRICS_ROLE = "the Monitoring Reader role on the workspace (or its resource gro
 REGISTRY_ROLE = (
     "read access to the registry (the public azureml registry needs no role: check AUTOPILOT_AZUREML_REGISTRY)"
 )
-QUOTA_MARKERS = ("not enough quota", "quotaexceeded", "quota exceeded", "insufficient quota")
+QUOTA_MARKERS = ("not enough quota", "quotaexceeded", "quota exceeded", "insufficient quota", "outofquota")
 MESSAGE_LIMIT = 1500
 
 
@@ -88,18 +97,48 @@ def translate(
         return AuthorizationError(f"{action}: permission denied; the app's identity needs {role} ({message})")
     if isinstance(error, ResourceNotFoundError) or status == 404:
         return NotFoundError(f"{action}: not found ({message})")
+    wait = retry_after(error)
     if isinstance(error, ResourceExistsError) or status == 409:
-        return BackendError(f"{action}: conflict with an existing resource ({message})", category="conflict")
+        return TransientError(
+            f"{action}: another operation on the endpoint is still in progress (409 Conflict: {message}); "
+            "trying again later",
+            retry_after=wait,
+        )
     if isinstance(error, (ServiceRequestError, ServiceResponseError)) or status in (408, 429):
-        return TransientError(f"{action}: Azure ML did not answer in time or throttled the request ({message})")
+        return TransientError(
+            f"{action}: Azure ML did not answer in time or throttled the request ({message})", retry_after=wait
+        )
     if status is not None and status >= 500:
-        return TransientError(f"{action}: Azure ML answered {status} ({message}); retrying later")
+        return TransientError(f"{action}: Azure ML answered {status} ({message}); retrying later", retry_after=wait)
     if status in (400, 422):
         return InvalidParameterError(f"{action}: Azure ML refused the request ({message})")
     ml_exceptions = sys.modules.get("azure.ai.ml.exceptions")
     if ml_exceptions is not None and isinstance(error, ml_exceptions.ValidationException):
         return InvalidParameterError(f"{action}: {message}")
     return BackendError(f"{action}: {message}")
+
+
+def retry_after(error: BaseException) -> float | None:
+    """Seconds from the response's Retry-After header (delta-seconds or an HTTP date), None without one.
+
+    Azure Resource Manager answers throttled requests with 429 and Retry-After ("Understand how Azure Resource
+    Manager throttles requests",
+    learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling).
+    """
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    raw = headers.get("Retry-After") or headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(str(raw))
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
 
 
 def _message(error: BaseException) -> str:

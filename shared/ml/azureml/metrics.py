@@ -11,6 +11,10 @@ from shared.ml.azureml.errors import METRICS_ROLE, translated
 
 NAMESPACE = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints"
 METRIC = "RequestsPerMinute"
+# The aggregation the metric is documented with; asked for under Total it may come back empty, which
+# would make a busy endpoint read as idle. Supported metrics for this namespace:
+# https://learn.microsoft.com/azure/azure-monitor/reference/supported-metrics/microsoft-machinelearningservices-workspaces-onlineendpoints-metrics
+AGGREGATION = "Average"
 DEPLOYMENT_DIMENSION = "deployment"
 MINUTE = timedelta(minutes=1)
 MAX_SERIES = 100
@@ -24,16 +28,19 @@ def minute_span(start: datetime, end: datetime) -> int:
 def minute_counts(
     series: Iterable[tuple[str, Iterable[tuple[datetime, float | None]]]], start: datetime, end: datetime
 ) -> dict[str, list[int]]:
-    """Per deployment, one count per minute from `start` to `end`; a minute Azure Monitor left out (or None) is 0."""
+    """Per deployment, one count per minute from `start` to `end`; a minute Azure Monitor left out (or None) is 0.
+
+    A positive value counts at least 1: an average below 0.5 still means the minute had requests.
+    """
     first = start.replace(second=0, microsecond=0)
     minutes = minute_span(start, end)
     counts: dict[str, list[int]] = {}
     for deployment, points in series:
         row = counts.setdefault(deployment, [0] * minutes)
-        for moment, total in points:
+        for moment, value in points:
             index = int((moment - first) / MINUTE)
-            if 0 <= index < minutes and total:
-                row[index] += round(total)
+            if 0 <= index < minutes and value is not None and value > 0:
+                row[index] += max(1, round(value))
     return counts
 
 
@@ -57,7 +64,7 @@ class AzureMonitorRequestMetrics:
                 metric_names=[METRIC],
                 timespan=(start, end),
                 granularity=MINUTE,
-                aggregations=["Total"],
+                aggregations=[AGGREGATION],
                 filter=f"{DEPLOYMENT_DIMENSION} eq '*'",
                 max_results=MAX_SERIES,
             )
@@ -66,7 +73,7 @@ class AzureMonitorRequestMetrics:
             for metric in result.metrics:
                 for element in metric.timeseries:
                     dimensions = {key.lower(): value for key, value in (element.metadata_values or {}).items()}
-                    points = [(point.timestamp, point.total) for point in element.data]
+                    points = [(point.timestamp, point.average) for point in element.data]
                     series.append((str(dimensions.get(DEPLOYMENT_DIMENSION, "")), points))
         return minute_counts(series, start, end)
 

@@ -80,6 +80,7 @@ class LocalMLBackend:
 
     name = "local"
     simulated = False
+    endpoint_scope = ""
 
     def __init__(
         self,
@@ -118,7 +119,7 @@ class LocalMLBackend:
 
         return cls(
             settings.state_dir,
-            storage_connection=settings.storage_connection,
+            storage_connection=settings.storage_connection.require_connection_string("the local ML backend"),
             publish_url=settings.eventgrid_publish_url,
             base_model=settings.local_base_model,
             max_jobs=settings.local_max_jobs,
@@ -355,7 +356,7 @@ class LocalMLBackend:
             deployment["pid"] = self._spawn(SERVING_MODULE, args, log_path, self._child_env())
             self.store.write_endpoint(record)
 
-    def get_deployment(self, endpoint_name: str, deployment_name: str) -> DeploymentInfo | None:
+    def get_deployment(self, endpoint_name: str, deployment_name: str, operation: str = "") -> DeploymentInfo | None:
         record = self.store.read_endpoint(endpoint_name)
         deployment = None if record is None else record["deployments"].get(deployment_name)
         if deployment is None:
@@ -367,7 +368,13 @@ class LocalMLBackend:
             log_path = self.store.deployment_dir(endpoint_name, deployment_name) / "deployment.log"
             state, error = "Failed", f"the serving process exited; last lines of {log_path}:\n{log_tail(log_path)}"
         return DeploymentInfo(
-            endpoint_name, deployment_name, deployment["model_name"], deployment["model_version"], state, error
+            endpoint_name,
+            deployment_name,
+            deployment["model_name"],
+            deployment["model_version"],
+            state,
+            error,
+            tags=dict(deployment.get("tags", {})),
         )
 
     def delete_deployment(self, endpoint_name: str, deployment_name: str) -> None:

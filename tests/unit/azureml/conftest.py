@@ -17,6 +17,7 @@ with warnings.catch_warnings():
 from shared.ml.azureml.backend import AzureMLBackend
 from shared.ml.azureml.catalog import BaseModel, ComponentInterface
 from shared.ml.azureml.config import AzureMLConfig
+from shared.ml.azureml.metrics import AzureMonitorRequestMetrics
 from shared.ml.port import RUN_TAG, FinetuneJobSpec
 from tests.fakes import FakeClock
 from tests.unit.azureml.fakes import FakeMLClient, FakeRegistryClient, FakeRequestMetrics, FakeScoringHttp, FakeTracking
@@ -88,7 +89,7 @@ def azure_world(component: Any, base_model: BaseModel, **config: Any) -> AzureWo
         workspace,
         lambda: registry,
         AzureMLConfig(**config),
-        metrics=FakeRequestMetrics(http),
+        metrics=AzureMonitorRequestMetrics(credential=None, client_factory=FakeRequestMetrics(http).client),
         tracking=tracking,
         http=http,
         clock=clock,

@@ -2,11 +2,13 @@
 registers, scores and counts requests, THEN it refuses what the walkthrough refuses and repeats nothing twice.
 
 Relies on azure-facts.md, "Azure ML" (allow-list tags hold Python literals, registry models.get with
-label="latest"), "Scoring contract" and "Online endpoint metrics" (a quiet minute may be missing).
+label="latest"), "Added 2026-12-01" (allow lists only in system metadata; fail closed without one),
+"Scoring contract" and "Online endpoint metrics" (a quiet minute may be missing).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -42,20 +44,13 @@ def test_a_cluster_size_outside_the_models_allow_list_is_refused_case_insensitiv
     world.workspace.compute.add_cluster("small", "Standard_NC48ads_A100_v4")
     small = azure_world(component, base_model, compute_cluster="small")
     small.workspace.compute.add_cluster("small", "Standard_D12_v2")
-    with pytest.raises(InvalidParameterError, match="finetune_compute_allow_list"):
+    with pytest.raises(InvalidParameterError, match="not in Phi-4:8's fine-tuning allow list"):
         small.backend.plan_finetune(job_spec())
 
 
-def test_without_an_allow_list_k80_sizes_are_refused(component: Any, base_model: BaseModel) -> None:
-    untagged = BaseModel(base_model.name, base_model.version, base_model.id, {})
-    world = azure_world(component, untagged, finetune_instance_type="Standard_NC6")
-    with pytest.raises(InvalidParameterError, match="K80"):
-        world.backend.plan_finetune(job_spec())
-
-
 def test_a_size_unknown_to_the_workspace_lists_the_available_ones(component: Any, base_model: BaseModel) -> None:
-    untagged = BaseModel(base_model.name, base_model.version, base_model.id, {})
-    world = azure_world(component, untagged, finetune_instance_type="Standard_NC4as_T4_v3")
+    t4 = replace(base_model, system_metadata={"supportedComputes": {"finetuneComputes": ["Standard_NC4as_T4_v3"]}})
+    world = azure_world(component, t4, finetune_instance_type="Standard_NC4as_T4_v3")
     with pytest.raises(InvalidParameterError, match="available: Standard_D12_v2, Standard_NC24ads_A100_v4"):
         world.backend.plan_finetune(job_spec())
 
@@ -67,7 +62,7 @@ def test_a_missing_cluster_says_which_setting_names_it(component: Any, base_mode
 
 
 def test_the_base_model_is_read_once_at_the_pinned_version_or_latest(component: Any, base_model: BaseModel) -> None:
-    world = azure_world(component, base_model, base_model_version="15")
+    world = azure_world(component, base_model, base_model_version=base_model.version)
     world.backend.plan_finetune(job_spec())
     world.backend.plan_finetune(job_spec())
     assert world.registry.model_reads == 1
@@ -83,10 +78,7 @@ def test_registering_the_same_run_again_returns_the_existing_version(world: Azur
     again = world.backend.register_model(registration)
     assert first == again and list(world.workspace.models.models) == [(MODEL, VERSION)]
     tags = world.workspace.models.models[(MODEL, VERSION)].tags
-    assert (
-        tags["base_model"] == "Phi-3-mini-4k-instruct"
-        and "Standard_NC24ads_A100_v4" in tags["inference_compute_allow_list"]
-    )
+    assert tags["base_model"] == "Phi-4" and "Standard_NC24ads_A100_v4" in tags["inference_compute_allow_list"]
     with pytest.raises(BackendError, match="belongs to run chat-0123456789ab") as raised:
         world.backend.register_model(ModelRegistration(JOB, MODEL, VERSION, tags={RUN_TAG: "other-run"}))
     assert raised.value.category == "conflict"

@@ -53,9 +53,18 @@ def test_sdk_errors_become_project_errors(error: Exception, expected: type[Excep
     assert str(translated_error).startswith("reading job x")
 
 
-def test_a_conflict_is_permanent_with_its_own_category() -> None:
-    error = translate(ResourceExistsError("Endpoint name ftap-chat is taken in this region"), "creating endpoint")
-    assert isinstance(error, BackendError) and error.category == "conflict"
+def test_a_conflict_on_an_existing_resource_is_an_operation_in_progress_and_transient() -> None:
+    # how-to-troubleshoot-online-endpoints: 409 while another operation runs on the endpoint; wait and retry.
+    error = translate(ResourceExistsError("Conflict: an operation is in progress on ftap-chat"), "updating traffic")
+    assert isinstance(error, TransientError) and "in progress" in str(error)
+
+
+def test_throttling_keeps_the_services_retry_after() -> None:
+    error = translate(http_error(429, "TooManyRequests", retry_after="17"), "deleting deployment v1")
+    assert isinstance(error, TransientError) and error.retry_after == 17.0
+    conflict = translate(http_error(409, "Conflict", retry_after="40"), "updating traffic")
+    assert isinstance(conflict, TransientError) and conflict.retry_after == 40.0
+    assert translate(http_error(503, "busy"), "x").retry_after is None  # type: ignore[union-attr]
 
 
 def test_missing_permission_names_the_role_to_assign() -> None:

@@ -32,9 +32,9 @@ def test_a_submitted_job_is_polled_by_status_until_it_completes(world: AzureWorl
     submitted = world.backend.submit_finetune_job(job_spec())
     assert (submitted.status, submitted.finished) == ("Running", False)
     assert submitted.details["base_model"] == {
-        "name": "Phi-3-mini-4k-instruct",
-        "version": "15",
-        "id": "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15",
+        "name": "Phi-4",
+        "version": "8",
+        "id": "azureml://registries/azureml/models/Phi-4/versions/8",
     }
     world.workspace.jobs.finish(JOB)
     done = world.backend.get_job(JOB)

@@ -30,7 +30,8 @@ def minute(offset: int) -> str:
 
 
 class FakeMetricsClient:
-    """Answers query_resources with the SDK's own result objects, built from a service-shaped body."""
+    """Answers query_resources with the SDK's own result objects, built from a service-shaped body; values come
+    only under Average, the metric's documented aggregation (azure-facts.md, "Added 2026-12-01")."""
 
     def __init__(self) -> None:
         self.queries: list[dict[str, Any]] = []
@@ -39,14 +40,19 @@ class FakeMetricsClient:
         from azure.monitor.querymetrics import MetricsQueryResult
 
         self.queries.append(query)
+        asked = [aggregation.lower() for aggregation in query["aggregations"]]
+
+        def point(offset: int, requests: float | None) -> dict[str, Any]:
+            return {"timeStamp": minute(offset), **{key: requests if key == "average" else None for key in asked}}
+
         series = [
             {
                 "metadatavalues": [{"name": {"value": "Deployment"}, "value": "blue"}],
-                "data": [{"timeStamp": minute(0), "total": 3.0}, {"timeStamp": minute(1), "total": None}],
+                "data": [point(0, 3.0), point(1, None)],
             },
             {
                 "metadatavalues": [{"name": {"value": "Deployment"}, "value": "green"}],
-                "data": [{"timeStamp": minute(2), "total": 1.0}],
+                "data": [point(2, 0.25)],
             },
         ]
         body = {
@@ -84,11 +90,17 @@ def test_requests_per_minute_come_per_deployment_from_the_regional_metrics_endpo
         NAMESPACE,
         ["RequestsPerMinute"],
     )
-    assert (query["granularity"], query["filter"], query["timespan"]) == (
+    assert (query["granularity"], query["filter"], query["timespan"], query["aggregations"]) == (
         timedelta(minutes=1),
         "deployment eq '*'",
         (START, end),
+        ["Average"],
     )
+
+
+def test_a_minute_whose_average_is_a_fraction_of_a_request_still_counts_as_busy() -> None:
+    series = [("blue", [(START.replace(second=0), 0.25), (START + timedelta(minutes=1), 0.0)])]
+    assert minute_counts(series, START, START + timedelta(minutes=1)) == {"blue": [1, 0]}
 
 
 def test_the_regional_client_is_the_querymetrics_one() -> None:

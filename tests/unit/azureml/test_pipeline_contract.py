@@ -9,12 +9,13 @@ trained_model, force_rerun, continue_on_step_failure, experiment chat_completion
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from shared.errors import InvalidParameterError
-from shared.ml.azureml.catalog import BaseModel, ComponentInterface
+from shared.ml.azureml.catalog import MODEL_DEFAULTS_TAG, BaseModel, ComponentInterface
 from shared.ml.azureml.compute import FinetuneCompute
 from shared.ml.azureml.pipeline import FinetunePlan, build_pipeline_job, data_uri, plan_finetune_job
 from shared.ml.port import MANAGED_BY_TAG, MANAGED_BY_VALUE, RUN_TAG
@@ -64,15 +65,15 @@ def test_settings_force_a_rerun_and_stop_on_the_first_failed_step(built: dict[st
 def test_names_experiment_and_tags_identify_the_run(built: dict[str, Any], base_model: BaseModel) -> None:
     rest = built["rest"]
     assert built["job"].name == "autopilot-chat-0123456789ab"
-    assert rest["experimentName"] == "chat_completion_Phi-3-mini-4k-instruct"
+    assert rest["experimentName"] == "chat_completion_Phi-4"
     # walkthrough pattern; effective batch = 1 per device x 1 accumulation x 2 GPUs x 1 node
-    assert rest["displayName"] == "Phi-3-mini-4k-instruct-chat-bs2-cosine-ds2-lora-save_limit1-seqlen1024"
+    assert rest["displayName"] == "Phi-4-chat-bs2-cosine-ds3-lora-save_limit1-seqlen1024"
     assert rest["tags"] == {
         RUN_TAG: "chat-0123456789ab",
         "dataset": "chat",
         "dataset_version": "v1",
-        "base_model": "Phi-3-mini-4k-instruct",
-        "base_model_version": "15",
+        "base_model": "Phi-4",
+        "base_model_version": "8",
         "base_model_id": base_model.id,
         MANAGED_BY_TAG: MANAGED_BY_VALUE,
     }
@@ -100,13 +101,19 @@ def test_parameter_values_have_the_component_types(built: dict[str, Any]) -> Non
         "max_seq_length": 1024,  # manifest 1024.0 -> integer
         "apply_lora": "true",
         "learning_rate": 5e-06,  # model tag, number
-        "deepspeed_stage": "2",  # model tag 2 -> string enum
+        "deepspeed_stage": "3",  # model tag 3 -> string enum
     }
 
 
-def test_model_tag_names_the_component_lacks_are_left_out_and_reported(cluster_plan: FinetunePlan) -> None:
-    assert set(cluster_plan.ignored) == {"learning_rate_min", "learning_rate_max"}
-    assert "learning_rate_min" not in cluster_plan.input_values()
+def test_model_tag_names_the_component_lacks_are_left_out_and_reported(
+    base_model: BaseModel, interface: ComponentInterface
+) -> None:
+    # Phi-3-mini-4k-instruct's tag carried these; Phi-4's does not.
+    defaults = "{'learning_rate': 5e-06, 'learning_rate_min': 5e-07, 'learning_rate_max': 5e-05}"
+    tagged = replace(base_model, tags={MODEL_DEFAULTS_TAG: defaults})
+    plan = plan_finetune_job(job_spec(), tagged, interface, SERVERLESS)
+    assert set(plan.ignored) == {"learning_rate_min", "learning_rate_max"}
+    assert "learning_rate_min" not in plan.input_values()
 
 
 def test_sources_layer_default_then_model_tag_then_manifest(cluster_plan: FinetunePlan) -> None:

@@ -40,8 +40,13 @@ def test_a_dataset_without_parameters_plans_the_walkthrough_job(
     plan = plan_json(capsys, folder)
     run_id = expected_run_id("ahoy-chat", dataset_files(folder))
     assert (plan["run_id"], plan["job_name"], plan["submitted"]) == (run_id, f"autopilot-{run_id}", False)
-    assert plan["display_name"] == "Phi-3-mini-4k-instruct-ahoy-chat-bs1-cosine-ds2-lora-save_limit1-seqlen-1"
-    assert plan["experiment_name"] == "chat_completion_Phi-3-mini-4k-instruct"
+    assert plan["display_name"] == "Phi-4-ahoy-chat-bs1-cosine-ds3-lora-save_limit1-seqlen-1"
+    assert plan["experiment_name"] == "chat_completion_Phi-4"
+    assert plan["base_model"] == {
+        "name": "Phi-4",
+        "version": "8",
+        "id": "azureml://registries/azureml/models/Phi-4/versions/8",
+    }
     assert plan["settings"] == {"force_rerun": True, "continue_on_step_failure": False}
     assert plan["compute"] == {"cluster": None, "size": "Standard_NC24ads_A100_v4", "gpus_per_node": 1}
     inputs = plan["inputs"]
@@ -56,7 +61,7 @@ def test_a_dataset_without_parameters_plans_the_walkthrough_job(
         "replaced": [{"source": "default", "value": 3}],
     }
     assert plan["files"]["test"]["uploaded_to"] == "training-data/ahoy-chat/v1/validated/test.jsonl"
-    assert set(plan["ignored"]) == {"learning_rate_min", "learning_rate_max"}
+    assert plan["ignored"] == {}
     assert plan["tags"]["autopilot_run_id"] == run_id
 
 
@@ -87,8 +92,23 @@ def test_a_parameter_the_pipeline_lacks_is_refused_with_the_list_it_accepts(
 def test_the_text_plan_names_every_input_with_its_source(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["plan", "--offline", str(copy_sample(tmp_path, {}))]) == 0
     text = capsys.readouterr().out
-    assert "experiment    chat_completion_Phi-3-mini-4k-instruct" in text
+    assert "experiment    chat_completion_Phi-4" in text
     assert "num_train_epochs                 model tag  1 (over default 3)" in text
+
+
+@pytest.mark.parametrize("named_by", ["setting", "manifest"])
+def test_a_retired_base_model_is_refused_naming_its_retirement_and_replacement(
+    named_by: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    manifest = {"base_model": "Phi-3-mini-4k-instruct"} if named_by == "manifest" else {}
+    if named_by == "setting":
+        monkeypatch.setenv("AUTOPILOT_BASE_MODEL", "Phi-3-mini-4k-instruct")
+    assert main(["plan", "--offline", str(copy_sample(tmp_path, manifest))]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "Phi-3-mini-4k-instruct:15 was retired for fine-tuning on 2025-08-30" in captured.err
+    assert "archived in the registry" in captured.err
+    assert "Microsoft names Phi-4-mini-instruct as its replacement" in captured.err
 
 
 def test_a_folder_without_a_train_file_is_a_usage_error(tmp_path: Path) -> None:
