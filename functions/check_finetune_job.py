@@ -3,7 +3,9 @@
 In: `CheckFinetuneJob` on `check-finetune-job` ({"type", "run_id", "job_name", "attempt"}), sent delayed by
 `ml_job_events` (and by this function) when the event said the job ended but the backend still read it in progress.
 Out: `RegisterModel` on `register-model` once the job reads Completed; a failed or canceled job ends its run;
-still in progress, `CheckFinetuneJob` again on `check-finetune-job`, delayed (30 s doubling, at most 10 minutes).
+still in progress, or not readable for a transient reason (throttling, 5xx), `CheckFinetuneJob` again on
+`check-finetune-job`, delayed (30 s doubling, at most 10 minutes). Duplicates keep one chain of checks; a check
+for a run that left `training` or ended does nothing.
 """
 
 from __future__ import annotations

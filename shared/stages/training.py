@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from shared.errors import LedgerConflictError, PermanentError, TrainingFailedError
+from shared.errors import LedgerConflictError, PermanentError, TrainingFailedError, TransientError
 from shared.events import MLJobEvent
 from shared.ledger import ClaimAction, Run, RunStage, claim_stage, iso, update_run
 from shared.messages import CheckFinetuneJob, RegisterModel, SubmitFinetuneJob
@@ -25,7 +25,7 @@ def job_name_for(run_id: str) -> str:
 
 def submit_finetune_job(message: SubmitFinetuneJob, ctx: StageContext) -> None:
     """Submit the run's fine-tuning job on the validated files; the run then waits in `training`."""
-    run_stage(ctx, message.run_id, RunStage.SUBMITTING, lambda run: _submit(run, ctx))
+    run_stage(ctx, message.run_id, RunStage.SUBMITTING, lambda run: _submit(run, ctx), retry=message)
 
 
 def _submit(run: Run, ctx: StageContext) -> None:
@@ -77,22 +77,26 @@ def handle_ml_job_event(event: MLJobEvent, ctx: StageContext) -> RegisterModel |
     # RunCompleted parses as status Completed; RunStatusChanged carries the job's status in runStatus
     # (https://learn.microsoft.com/azure/event-grid/event-schema-machine-learning).
     reported_end = event.status in TERMINAL_JOB_STATUSES
-    return _follow_job(ctx, run_id, event.job_name, f"{event.event_type} event", reported_end, attempt=0)
+    return _follow_job(ctx, run_id, event.job_name, f"{event.event_type} event", reported_end, checks_done=0)
 
 
 def check_finetune_job(message: CheckFinetuneJob, ctx: StageContext) -> RegisterModel | None:
     """Read the job's status again and do what its event would have done; still in progress: check later.
 
     Duplicate checks (and duplicate events) share one chain of delayed checks; a check for a run that
-    has left `training` or ended does nothing.
+    has left `training` or ended does nothing. A check that cannot read the job for a transient reason
+    leaves it to the next check of the chain.
     """
-    return _follow_job(ctx, message.run_id, message.job_name, "job check", True, attempt=message.attempt)
+    return _follow_job(ctx, message.run_id, message.job_name, "job check", True, checks_done=message.attempt)
 
 
 def _follow_job(
-    ctx: StageContext, run_id: str, job_name: str, source: str, reported_end: bool, *, attempt: int
+    ctx: StageContext, run_id: str, job_name: str, source: str, reported_end: bool, *, checks_done: int
 ) -> RegisterModel | None:
-    """The job's status decides: hand on to registering, end the run, or (when told it ended) check again later."""
+    """The job's status decides: hand on to registering, end the run, or (when told it ended) check again later.
+
+    `checks_done` is 0 for an event, else the attempt of the check being handled.
+    """
     claim = claim_stage(ctx.ledger, run_id, RunStage.TRAINING, ctx.clock())
     if claim.run is None or claim.action is ClaimAction.SKIP:
         log.info("%s: %s", source, claim.reason)
@@ -103,9 +107,17 @@ def _follow_job(
     if claim.action is ClaimAction.RESEND_NEXT:
         return RegisterModel(run_id, job_name)
     with permanent_errors_end_run(ctx, run_id):
-        job = ctx.backend.get_job(job_name)
+        try:
+            job = ctx.backend.get_job(job_name)
+        except TransientError as error:
+            if checks_done == 0:
+                raise  # Event Grid delivers the event again
+            # The queue's few quick tries would end the run over a passing throttle; the chain waits longer.
+            log.warning("run %s: check %d could not read job %s: %s", run_id, checks_done, job_name, error)
+            _check_job_later(ctx, run_id, job_name, "", checks_done + 1)
+            return None
         if reported_end and not job.finished:
-            _check_job_later(ctx, run_id, job, attempt + 1)
+            _check_job_later(ctx, run_id, job_name, job.status, checks_done + 1)
             return None
         return _record_job_outcome(claim.run, job, ctx)
     return None
@@ -116,8 +128,8 @@ def job_check_delay(attempt: int) -> float:
     return min(JOB_CHECK_MAX_DELAY_SECONDS, JOB_CHECK_FIRST_DELAY_SECONDS * 2 ** (attempt - 1))
 
 
-def _check_job_later(ctx: StageContext, run_id: str, job: JobInfo, attempt: int) -> None:
-    """Record the status read and claim the next check (compare-and-swap on `job_check_due`), then send it.
+def _check_job_later(ctx: StageContext, run_id: str, job_name: str, status: str, attempt: int) -> None:
+    """Claim the next check (compare-and-swap on `job_check_due`), recording `status` unless "", then send it.
 
     Of duplicate events and checks, only the one that moves `job_check_due` past now sends a check;
     the others find a check already due later and stop, so one chain of checks remains. A conflict
@@ -130,12 +142,10 @@ def _check_job_later(ctx: StageContext, run_id: str, job: JobInfo, attempt: int)
         if run is None or run.finished or run.stage is not RunStage.TRAINING or run.stage_done:
             return
         if run.job_check_due and now < parse_iso(run.job_check_due) - CHECK_SLACK:
-            log.info(
-                "run %s: job %s reads %s; a check is due at %s already", run_id, job.name, job.status, run.job_check_due
-            )
+            log.info("run %s: a check of job %s is due at %s already", run_id, job_name, run.job_check_due)
             return
         previous_due, due = run.job_check_due, iso(now + timedelta(seconds=delay))
-        run.job_status, run.job_check_due, run.updated_at = job.status, due, iso(now)
+        run.job_status, run.job_check_due, run.updated_at = status or run.job_status, due, iso(now)
         try:
             ctx.ledger.replace(run)
         except LedgerConflictError:
@@ -143,14 +153,14 @@ def _check_job_later(ctx: StageContext, run_id: str, job: JobInfo, attempt: int)
         try:
             # A queue message can stay invisible for up to 7 days, far beyond the longest delay here
             # (Put Message, visibilitytimeout: https://learn.microsoft.com/rest/api/storageservices/put-message).
-            ctx.sender.send(CheckFinetuneJob(run_id, job.name, attempt), delay_seconds=delay)
+            ctx.sender.send(CheckFinetuneJob(run_id, job_name, attempt), delay_seconds=delay)
         except Exception:
             # Give the claim back, or the retry of this delivery would find a check due that was never sent.
             _release_job_check(ctx, run_id, due, previous_due)
             raise
-        log.info("run %s: job %s still reads %s; check %d in %.0f s", run_id, job.name, job.status, attempt, delay)
+        log.info("run %s: job %s reads %s; check %d in %.0f s", run_id, job_name, status or "nothing", attempt, delay)
         return
-    raise LedgerConflictError(f"run {run_id} kept changing while the next check of job {job.name} was scheduled")
+    raise LedgerConflictError(f"run {run_id} kept changing while the next check of job {job_name} was scheduled")
 
 
 def _release_job_check(ctx: StageContext, run_id: str, claimed_due: str, previous_due: str) -> None:

@@ -5,12 +5,15 @@ backend reads it so THEN a delayed check reads the job again, until it goes on, 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
+from shared.errors import TransientError
 from shared.events import RUN_COMPLETED, RUN_STATUS_CHANGED, MLJobEvent, ml_job_event_payload
 from shared.ledger import Run, RunStage, RunStatus
 from shared.messages import CancelRun, CheckFinetuneJob, DeployModel, QueueMessage, RegisterModel
+from shared.ml.port import JobInfo
 from shared.ml.simulated import SimulatedMLBackend
 from shared.stages import rollout, training
 from shared.stages.cancel import cancel_run
@@ -18,6 +21,21 @@ from shared.stages.context import StageContext
 from shared.timestamps import parse_iso
 from tests.fakes import FakeClock, FakeMessageSender, fake_context
 from tests.unit.test_cancel import run_until
+
+
+class FakeThrottledBackend(SimulatedMLBackend):
+    """The simulated backend, whose next `throttled` job reads fail as a throttled Azure ML call would."""
+
+    def __init__(self, state: dict[str, Any], clock: FakeClock, throttled: int) -> None:
+        super().__init__(job_seconds=None, clock=clock)
+        self.state = state
+        self.throttled = throttled
+
+    def get_job(self, job_name: str) -> JobInfo:
+        if self.throttled > 0:
+            self.throttled -= 1
+            raise TransientError(f"reading job {job_name}: 429 Too Many Requests", retry_after=20)
+        return super().get_job(job_name)
 
 
 class FakeBrokenSender(FakeMessageSender):
@@ -183,3 +201,28 @@ def test_a_check_message_survives_its_queue_encoding() -> None:
     message = CheckFinetuneJob("chat-0123456789ab", "autopilot-chat-0123456789ab", 3)
     assert CheckFinetuneJob.from_json(message.to_json()) == message
     assert CheckFinetuneJob("r", "j").attempt == 1
+
+
+def test_a_check_that_cannot_read_the_job_leaves_it_to_the_next_check_and_an_event_is_retried() -> None:
+    ctx, run, backend, sender, clock = training_run()
+    event = event_saying(ctx, run, "Completed", RUN_COMPLETED)
+    throttled = FakeThrottledBackend(backend.state, clock, throttled=1)
+    ctx.backend = throttled
+    # GIVEN Azure ML throttles job reads: an event is raised on, for Event Grid to deliver again
+    with pytest.raises(TransientError):
+        training.handle_ml_job_event(event, ctx)
+    assert sender.sent == []
+    training.handle_ml_job_event(event, ctx)
+    ((first, delay),) = sender.sent
+    sender.sent.clear()
+    # WHEN the check cannot read the job THEN the run stays in training and the next check is due later
+    throttled.throttled = 1
+    clock.advance(delay)
+    assert training.check_finetune_job(first, ctx) is None  # type: ignore[arg-type]
+    assert sender.sent == [(CheckFinetuneJob(run.run_id, run.job_name, 2), 60.0)]
+    assert stored(ctx, run).status is RunStatus.IN_PROGRESS
+    # and that check, finding the job completed, hands on to registering
+    ((second, delay),) = sender.sent
+    throttled.finish_job(run.job_name, "Completed")
+    clock.advance(delay)
+    assert training.check_finetune_job(second, ctx) == RegisterModel(run.run_id, run.job_name)  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from shared.ml.azureml.catalog import BaseModel, check_usable, offline_base_mode
 from shared.ml.azureml.config import AzureMLConfig
 from shared.ml.azureml.offline import plan_offline
 from shared.ml.port import RUN_TAG, DeploymentSpec, ModelRegistration
-from shared.settings import Settings
+from shared.settings import ML_BACKEND, STORAGE_CONNECTION, Settings
 from tests.unit.azureml.conftest import AzureWorld, azure_world, job_spec
 
 JOB = "autopilot-chat-0123456789ab"
@@ -39,7 +39,8 @@ def refusal(world: AzureWorld, **spec: Any) -> str:
 
 def test_the_default_base_model_is_a_current_catalog_model_that_fine_tunes_on_managed_compute() -> None:
     default = BaseModel.from_json()
-    assert Settings(storage_connection="fake").base_model == default.name == "Phi-4"
+    settings = Settings.from_env({STORAGE_CONNECTION: "UseDevelopmentStorage=true", ML_BACKEND: "azureml"})
+    assert settings.base_model == default.name == "Phi-4"
     assert check_usable(default, TODAY) == [] and not default.archived
     assert default.system_metadata["tasks"]["fineTuningTasks"] == ["chat-completion"]
 
