@@ -59,7 +59,7 @@ def job_spec(**overrides: Any) -> FinetuneJobSpec:
         "job_name": "autopilot-chat-0123456789ab",
         "run_id": "chat-0123456789ab",
         "dataset": "chat",
-        "base_model": "Phi-3-mini-4k-instruct",
+        "base_model": "Phi-4",
         "train_file": TRAIN_URL,
         "test_file": TEST_URL,
         "tags": {RUN_TAG: "chat-0123456789ab", "dataset": "chat", "dataset_version": "v1"},
@@ -92,6 +92,7 @@ def azure_world(component: Any, base_model: BaseModel, **config: Any) -> AzureWo
         metrics=AzureMonitorRequestMetrics(credential=None, client_factory=FakeRequestMetrics(http).client),
         tracking=tracking,
         http=http,
+        operations=workspace.operations,
         clock=clock,
     )
     return AzureWorld(backend, workspace, registry, http, tracking, clock)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared.errors import TransientError
+from shared.errors import PermanentError, TransientError
 from shared.ledger import RunStage, RunStatus
 from shared.messages import DeployModel
 from shared.ml.azureml.catalog import BaseModel
@@ -149,13 +149,14 @@ def test_a_deployment_timeout_removes_what_the_run_made(component: Any, base_mod
 
 
 def test_a_last_failed_try_removes_the_deployment_too(world: AzureWorld) -> None:
-    ctx = chain(world)
-    world.workspace.online_deployments.ready_seconds = 3600
-    start(ctx, world)  # leaves the run deploying: its checks keep coming
+    ctx = chain(world, deployment_timeout_minutes=10_000)
+    world.workspace.online_deployments.ready_seconds = 10**6
+    with pytest.raises(AssertionError, match="did not settle"):
+        start(ctx, world)  # the deployment never gets ready: its checks keep coming
     run = only_run(ctx)
-    assert run.stage is RunStage.DEPLOYING and not run.finished
-    from shared.errors import PermanentError
+    assert run.stage is RunStage.DEPLOYING and not run.finished and endpoints(world)
 
+    # what functions.support.recorded_on_last_try does on the queue's last try
     ended = fail_run(ctx, run.run_id, PermanentError("gave up after 5 tries", category="retries_exhausted"))
     assert ended.status is RunStatus.FAILED and endpoints(world) == {}
     assert len(ended.removed) == 2

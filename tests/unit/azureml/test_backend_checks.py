@@ -111,7 +111,8 @@ def test_scoring_pins_a_deployment_only_when_asked_and_the_pin_does_not_stick(wo
     pinned, by_traffic = world.http.requests
     assert (pinned["deployment"], pinned["headers"][DEPLOYMENT_HEADER]) == ("green", "green")
     assert DEPLOYMENT_HEADER not in by_traffic["headers"] and by_traffic["deployment"] == "blue"
-    assert pinned["headers"]["Authorization"] == "Bearer key-ftap-chat"
+    key = world.workspace.online_endpoints.get_keys("ftap-chat").primary_key
+    assert pinned["headers"]["Authorization"] == f"Bearer {key}"
 
 
 def test_a_scoring_error_is_a_backend_error_the_smoke_test_counts(world: AzureWorld) -> None:

@@ -112,13 +112,13 @@ def test_a_dataset_folder_becomes_a_live_deployment_on_azure_ml(ctx_world: tuple
     run = only_run(ctx)
     assert (run.stage, run.status) == (RunStage.LIVE, RunStatus.SUCCEEDED)
     assert run.base_model_info == {
-        "name": "Phi-3-mini-4k-instruct",
-        "version": "15",
-        "id": "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15",
+        "name": "Phi-4",
+        "version": "8",
+        "id": "azureml://registries/azureml/models/Phi-4/versions/8",
     }
     assert run.metrics == {"epoch": 1.0, "eval_loss": 1.42, "train_loss": 1.31}
     job = world.workspace.jobs.rest[run.job_name]["properties"]
-    assert job["tags"][RUN_TAG] == run.run_id and job["experimentName"] == "chat_completion_Phi-3-mini-4k-instruct"
+    assert job["tags"][RUN_TAG] == run.run_id and job["experimentName"] == "chat_completion_Phi-4"
     (node,) = job["jobs"].values()
     assert node["inputs"]["train_file_path"]["uri"] == "https://fake.blob/training-data/chat/v1/validated/train.jsonl"
     endpoint = world.workspace.online_endpoints.endpoints[run.endpoint_name]
