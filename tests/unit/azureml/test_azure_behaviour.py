@@ -299,3 +299,21 @@ def _endpoint(name: str, tags: dict[str, str]) -> Any:
     from azure.ai.ml.entities import ManagedOnlineEndpoint
 
     return ManagedOnlineEndpoint(name=name, auth_mode="key", tags=tags)
+
+
+def test_cancelling_a_run_while_it_deploys_removes_its_deployment_and_the_endpoint_it_made(world: AzureWorld) -> None:
+    from shared.messages import CancelRun
+    from shared.stages.cancel import cancel_run
+
+    ctx = chain(world, deployment_timeout_minutes=10_000)
+    world.workspace.online_deployments.ready_seconds = 10**6
+    with pytest.raises(AssertionError, match="did not settle"):
+        start(ctx, world)
+    run = only_run(ctx)
+    cancel_run(CancelRun(run.run_id, "wrong data"), ctx)
+    canceled = only_run(ctx)
+    assert canceled.status is RunStatus.CANCELED and endpoints(world) == {}
+    assert canceled.removed == [
+        f"deployment {run.endpoint_name}/{run.deployment_name}",
+        f"endpoint {run.endpoint_name}",
+    ]
