@@ -138,16 +138,6 @@ def test_a_rolled_back_second_version_keeps_the_live_deployment_and_its_endpoint
     assert second.removed == [f"deployment {second.endpoint_name}/{second.deployment_name}"]
 
 
-def test_a_deployment_timeout_removes_what_the_run_made(component: Any, base_model: BaseModel) -> None:
-    world = azure_world(component, base_model)
-    ctx = chain(world, deployment_timeout_minutes=3)
-    world.workspace.online_deployments.ready_seconds = 3600
-    start(ctx, world)
-    run = only_run(ctx)
-    assert (run.status, run.error_category) == (RunStatus.FAILED, "deployment")
-    assert endpoints(world) == {}
-
-
 def test_a_last_failed_try_removes_the_deployment_too(world: AzureWorld) -> None:
     ctx = chain(world, deployment_timeout_minutes=10_000)
     world.workspace.online_deployments.ready_seconds = 10**6

@@ -194,6 +194,8 @@ def test_a_deployment_not_ready_in_time_fails_the_run(component: Any, base_model
     run = only_run(ctx)
     assert (run.status, run.error_category) == (RunStatus.FAILED, "deployment")
     assert "AUTOPILOT_DEPLOYMENT_TIMEOUT_MINUTES" in run.error_message
+    # what it made is removed: nothing bills for a run that ended (see tests/unit/azureml/test_azure_behaviour.py)
+    assert world.workspace.online_endpoints.endpoints == {} and len(run.removed) == 2
 
 
 def test_idle_managed_endpoints_are_deleted_and_busy_ones_kept(component: Any, base_model: BaseModel) -> None:
