@@ -15,7 +15,9 @@ from functions import (
     endpoints_api,
     ml_job_events,
     promote_deployment,
+    reconcile_runs,
     register_model,
+    rejected_api,
     restore_endpoint,
     runs_api,
     settle_dataset,
@@ -39,9 +41,11 @@ for stage in (
     smoke_test,
     promote_deployment,
     cleanup_idle_endpoints,
+    reconcile_runs,
     restore_endpoint,
     cancel_run,
     runs_api,
     endpoints_api,
+    rejected_api,
 ):
     app.register_functions(stage.bp)

@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "autopilot.commands.stack",
     "autopilot.commands.upload",
     "autopilot.commands.runs",
+    "autopilot.commands.rejected",
     "autopilot.commands.demo",
     "autopilot.commands.endpoints",
     "autopilot.commands.validate",

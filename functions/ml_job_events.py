@@ -17,6 +17,7 @@ from functions.support import hand_on
 from shared.bootstrap import stage_context
 from shared.events import MLJobEvent
 from shared.messages import REGISTER_QUEUE
+from shared.rejected import set_aside_if_malformed
 from shared.settings import STORAGE_CONNECTION
 from shared.stages.training import handle_ml_job_event
 
@@ -26,5 +27,7 @@ bp = func.Blueprint()
 @bp.event_grid_trigger(arg_name="event")
 @bp.queue_output(arg_name="next_message", queue_name=REGISTER_QUEUE, connection=STORAGE_CONNECTION)
 def ml_job_events(event: func.EventGridEvent, next_message: func.Out[str]) -> None:
-    job_event = MLJobEvent.parse(event.id, event.event_type, event.subject, event.get_json())
-    hand_on(next_message, handle_ml_job_event(job_event, stage_context()))
+    ctx = stage_context()
+    with set_aside_if_malformed(ctx, "ml_job_events", event):
+        job_event = MLJobEvent.parse(event.id, event.event_type, event.subject, event.get_json())
+        hand_on(next_message, handle_ml_job_event(job_event, ctx))

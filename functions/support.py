@@ -30,10 +30,13 @@ def max_dequeue_count() -> int:
 
 
 def parse_message(message: func.QueueMessage, message_type: type[M]) -> M:
-    """The typed message, or `MalformedMessageError` (raised on, so the host moves it to the poison queue)."""
+    """The typed message, or `MalformedMessageError` (raised on, so the host moves it to the poison queue).
+
+    A malformed message is first recorded in the rejected-inputs table with why (once, whatever the tries).
+    """
     try:
         return message_type.from_json(message.get_body())
-    except MalformedMessageError:
+    except MalformedMessageError as error:
         log.error(
             "malformed message %s on %s (try %s): %r",
             message.id,
@@ -41,6 +44,16 @@ def parse_message(message: func.QueueMessage, message_type: type[M]) -> M:
             message.dequeue_count,
             message.get_body()[:200],
         )
+        from shared.bootstrap import stage_context
+        from shared.rejected import rejected_message
+
+        try:
+            ctx = stage_context()
+            item = rejected_message(message_type.queue, message.id or "", message.get_body(), str(error), ctx.clock())
+            ctx.rejected.record(item)
+        except Exception:
+            # It goes to the poison queue all the same, where `autopilot rejected` lists it.
+            log.exception("could not record malformed message %s of %s", message.id, message_type.queue)
         raise
 
 

@@ -8,24 +8,27 @@ from shared.errors import ConfigurationError
 from shared.ledger import TableRunLedger
 from shared.ml.port import MLBackend
 from shared.queueing import StorageQueueSender
+from shared.rejected import PoisonQueues, StoragePoisonQueues, TableRejectedInputs
 from shared.settings import Settings
 from shared.stages.context import StageContext
 from shared.storage import AzureBlobStore, TableFolderTracker
 
 _lock = threading.Lock()
 _context: StageContext | None = None
+_poison: PoisonQueues | None = None
 
 
 def build_backend(settings: Settings) -> MLBackend:
     """The ML backend the settings name; its SDK is imported only here, only when chosen."""
     if settings.ml_backend == "simulated":
         from shared.ml.publisher import HttpEventPublisher
-        from shared.ml.simulated import SimulatedMLBackend
+        from shared.ml.simulated import SimulatedMLBackend, TransientFaults
 
         return SimulatedMLBackend(
             job_seconds=settings.simulated_job_seconds,
             state_path=settings.state_dir / "simulated-backend.json",
             publisher=HttpEventPublisher(settings.eventgrid_publish_url),
+            faults=TransientFaults(settings.simulated_fault_rate, settings.simulated_fault_seed),
         )
     if settings.ml_backend == "local":
         from shared.ml.local.backend import LocalMLBackend
@@ -50,7 +53,13 @@ def build_context(settings: Settings) -> StageContext:
         folders=TableFolderTracker(connection, settings.folders_table),
         sender=StorageQueueSender(connection),
         backend=build_backend(settings),
+        rejected=TableRejectedInputs(connection, settings.rejected_table),
     )
+
+
+def build_poison_queues(settings: Settings) -> PoisonQueues:
+    """The poison queues of the app's storage account, read and replayed over the same connection."""
+    return StoragePoisonQueues(settings.storage_connection)
 
 
 def stage_context() -> StageContext:
@@ -60,3 +69,13 @@ def stage_context() -> StageContext:
         if _context is None:
             _context = build_context(Settings.from_env())
         return _context
+
+
+def poison_queues() -> PoisonQueues:
+    """The process-wide poison queues, built on first use with the context's settings."""
+    global _poison
+    settings = stage_context().settings
+    with _lock:
+        if _poison is None:
+            _poison = build_poison_queues(settings)
+        return _poison

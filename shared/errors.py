@@ -34,6 +34,13 @@ class LedgerConflictError(TransientError):
     """The run row changed between read and write (its ETag moved on)."""
 
 
+class ClaimLostError(AutopilotError):
+    """This delivery no longer holds its stage of the run: another delivery took it over, or the run moved on.
+
+    Its work is dropped (nothing it would write is written); it is neither retried nor recorded as a failure.
+    """
+
+
 class PermanentError(AutopilotError):
     """Retrying will not help; the run records it and stops."""
 

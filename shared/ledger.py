@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Protocol
 
-from shared.errors import LedgerConflictError, TransientError
+from shared.errors import ClaimLostError, LedgerConflictError, TransientError
 from shared.storage_connection import StorageConnection, as_storage_connection
-from shared.timestamps import iso, utc_now
+from shared.timestamps import iso, parse_iso, utc_now
 
 
 class RunStage(str, Enum):
@@ -43,6 +43,8 @@ class RunStatus(str, Enum):
     REJECTED = "rejected"
     ROLLED_BACK = "rolled_back"
     CANCELED = "canceled"
+    # A newer run of the same data's endpoint took over: its data wins (what the run made is removed).
+    SUPERSEDED = "superseded"
 
 
 @dataclass
@@ -84,6 +86,9 @@ class Run:
     stage: RunStage = RunStage.RECEIVED
     stage_done: bool = True
     status: RunStatus = RunStatus.IN_PROGRESS
+    # Which delivery works on the stage now, and until when ("" when none): see `claim_stage`.
+    claim_owner: str = ""
+    claim_expires: str = ""
     updated_at: str = ""
     finished_at: str = ""
     stage_times: dict[str, str] = field(default_factory=dict)
@@ -187,6 +192,10 @@ class RunLedger(Protocol):
         """Every run whose `endpoint_state` starts with one of `prefixes`, however old; newest first."""
         ...
 
+    def unfinished_runs(self) -> list[Run]:
+        """Every run still in progress, however old; newest first."""
+        ...
+
 
 class TableRunLedger:
     """`RunLedger` on Azure Table Storage (Azurite locally)."""
@@ -252,6 +261,9 @@ class TableRunLedger:
             ranges.append(f"( endpoint_state ge @from{index} and endpoint_state lt @below{index} )")
         return self._query(f"PartitionKey eq @partition and ( {' or '.join(ranges)} )", parameters)
 
+    def unfinished_runs(self) -> list[Run]:
+        return self._query("PartitionKey eq @partition and status eq @status", {"status": RunStatus.IN_PROGRESS.value})
+
     def _query(self, query_filter: str, parameters: dict[str, str]) -> list[Run]:
         """The runs matching `query_filter`, filtered by the service, newest first.
 
@@ -281,12 +293,23 @@ def previous_stage(stage: RunStage) -> RunStage:
     return STAGE_ORDER[STAGE_ORDER.index(stage) - 1]
 
 
-def claim_stage(ledger: RunLedger, run_id: str, stage: RunStage, now: datetime | None = None) -> Claim:
+# How long a delivery holds its stage: host.json's functionTimeout, after which the host gives up on an
+# invocation and its message comes back (a crashed delivery's claim is then taken over).
+CLAIM_LEASE = timedelta(minutes=10)
+
+
+def claim_stage(ledger: RunLedger, run_id: str, stage: RunStage, now: datetime | None = None, owner: str = "") -> Claim:
     """Decide what a delivery for `stage` of `run_id` should do, claiming the stage when it is its turn.
+
+    With `owner` (a token unique to the delivery) the claim is held: the run records the owner and when
+    its hold ends (`CLAIM_LEASE`); another delivery for the same stage is skipped meanwhile, and the
+    stage's writes go through `update_claimed`, which refuses them once the hold is lost. Without an
+    owner (job events, which only read and record) nothing is held.
 
     Raises `TransientError` when the run has not reached the stage before (an out-of-order
     delivery), so the message comes back later.
     """
+    moment = now or utc_now()
     run = ledger.get(run_id)
     if run is None:
         return Claim(ClaimAction.SKIP, None, f"run {run_id} is not in the ledger")
@@ -298,18 +321,71 @@ def claim_stage(ledger: RunLedger, run_id: str, stage: RunStage, now: datetime |
     if current == position:
         if run.stage_done:
             return Claim(ClaimAction.RESEND_NEXT, run, f"{stage.value} of run {run_id} is done")
-        return Claim(ClaimAction.PROCEED, run, f"resuming {stage.value} of run {run_id}")
+        if not owner:
+            return Claim(ClaimAction.PROCEED, run, f"resuming {stage.value} of run {run_id}")
+        if run.claim_owner and run.claim_expires and parse_iso(run.claim_expires) > moment:
+            return Claim(
+                ClaimAction.SKIP,
+                run,
+                f"another delivery works on {stage.value} of run {run_id} (held until {run.claim_expires})",
+            )
+        return _hold(ledger, run, owner, moment, f"resuming {stage.value} of run {run_id}")
     if current == position - 1 and run.stage_done:
-        moment = iso(now or utc_now())
-        run.stage, run.stage_done, run.updated_at = stage, False, moment
-        run.stage_times[stage.value] = moment
-        try:
-            return Claim(ClaimAction.PROCEED, ledger.replace(run))
-        except LedgerConflictError:
-            return Claim(ClaimAction.SKIP, None, f"another delivery claimed {stage.value} of run {run_id}")
+        run.stage, run.stage_done, run.updated_at = stage, False, iso(moment)
+        run.stage_times[stage.value] = iso(moment)
+        return _hold(ledger, run, owner, moment, "")
     raise TransientError(
         f"run {run_id} is in {run.stage.value} (done={run.stage_done}), not ready for {stage.value}; retrying later"
     )
+
+
+def _hold(ledger: RunLedger, run: Run, owner: str, moment: datetime, reason: str) -> Claim:
+    run.claim_owner = owner
+    run.claim_expires = iso(moment + CLAIM_LEASE) if owner else ""
+    try:
+        return Claim(ClaimAction.PROCEED, ledger.replace(run), reason)
+    except LedgerConflictError:
+        return Claim(ClaimAction.SKIP, None, f"another delivery claimed {run.stage.value} of run {run.run_id}")
+
+
+def holds(current: Run, claimed: Run) -> bool:
+    """Whether the delivery that claimed `claimed` still holds that stage of `current` (the run as it is now)."""
+    return (
+        not current.finished
+        and current.stage is claimed.stage
+        and not current.stage_done
+        and current.claim_owner == claimed.claim_owner
+    )
+
+
+def update_claimed(ledger: RunLedger, claimed: Run, change: Callable[[Run], None]) -> Run:
+    """`update_run` for a stage's own writes: applied only while this delivery holds the stage.
+
+    Raises `ClaimLostError` (nothing written) when the run moved on, ended, or another delivery took the
+    stage over: a slow duplicate can never mark a later stage done.
+    """
+
+    def guarded(current: Run) -> None:
+        if not holds(current, claimed):
+            raise ClaimLostError(
+                f"run {claimed.run_id} is no longer in {claimed.stage.value} for this delivery "
+                f"(now {current.stage.value}, {current.status.value}); its work is dropped"
+            )
+        change(current)
+
+    return update_run(ledger, claimed.run_id, guarded)
+
+
+def release_claim(ledger: RunLedger, claimed: Run) -> None:
+    """Let go of the stage (when the delivery ends): the next delivery for it need not wait for the lease."""
+
+    def release(current: Run) -> None:
+        if current.claim_owner == claimed.claim_owner:
+            current.claim_owner, current.claim_expires = "", ""
+
+    current = ledger.get(claimed.run_id)
+    if current is not None and claimed.claim_owner and current.claim_owner == claimed.claim_owner:
+        update_run(ledger, claimed.run_id, release)
 
 
 def update_run(ledger: RunLedger, run_id: str, change: Callable[[Run], None], attempts: int = 5) -> Run:

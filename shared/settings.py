@@ -18,12 +18,15 @@ TRAINING_CONTAINER = "AUTOPILOT_TRAINING_CONTAINER"
 ARTIFACTS_CONTAINER = "AUTOPILOT_ARTIFACTS_CONTAINER"
 RUNS_TABLE = "AUTOPILOT_RUNS_TABLE"
 FOLDERS_TABLE = "AUTOPILOT_FOLDERS_TABLE"
+REJECTED_TABLE = "AUTOPILOT_REJECTED_TABLE"
 QUIET_PERIOD_SECONDS = "AUTOPILOT_QUIET_PERIOD_SECONDS"
 ML_BACKEND = "AUTOPILOT_ML_BACKEND"
 BASE_MODEL = "AUTOPILOT_BASE_MODEL"
 STATE_DIR = "AUTOPILOT_STATE_DIR"
 EVENTGRID_PUBLISH_URL = "AUTOPILOT_EVENTGRID_PUBLISH_URL"
 SIMULATED_JOB_SECONDS = "AUTOPILOT_SIMULATED_JOB_SECONDS"
+SIMULATED_FAULT_RATE = "AUTOPILOT_SIMULATED_FAULT_RATE"
+SIMULATED_FAULT_SEED = "AUTOPILOT_SIMULATED_FAULT_SEED"
 STRICT_VALIDATION = "AUTOPILOT_STRICT_VALIDATION"
 MAX_BAD_ROW_FRACTION = "AUTOPILOT_MAX_BAD_ROW_FRACTION"
 MAX_SEQ_LENGTH = "AUTOPILOT_MAX_SEQ_LENGTH"
@@ -35,6 +38,9 @@ CLEANUP_SCHEDULE = "AUTOPILOT_CLEANUP_SCHEDULE"
 DEPLOYMENT_POLL_SECONDS = "AUTOPILOT_DEPLOYMENT_POLL_SECONDS"
 DEPLOYMENT_TIMEOUT_MINUTES = "AUTOPILOT_DEPLOYMENT_TIMEOUT_MINUTES"
 TRANSIENT_RETRY_MINUTES = "AUTOPILOT_TRANSIENT_RETRY_MINUTES"
+RECONCILE_SCHEDULE = "AUTOPILOT_RECONCILE_SCHEDULE"
+STALLED_STAGE_MINUTES = "AUTOPILOT_STALLED_STAGE_MINUTES"
+TRAINING_CHECK_MINUTES = "AUTOPILOT_TRAINING_CHECK_MINUTES"
 LOCAL_BASE_MODEL = "AUTOPILOT_LOCAL_BASE_MODEL"
 LOCAL_MAX_JOBS = "AUTOPILOT_LOCAL_MAX_JOBS"
 BASE_MODEL_VERSION = "AUTOPILOT_BASE_MODEL_VERSION"
@@ -85,6 +91,16 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigurationError(f"Setting {name}={raw!r} is not a number.") from None
 
 
+def _optional_integer(env: Mapping[str, str], name: str) -> int | None:
+    raw = _text(env, name, "")
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"Setting {name}={raw!r} is not a whole number.") from None
+
+
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = _text(env, name, "true" if default else "false").lower()
     if raw in ("1", "true", "yes", "on"):
@@ -104,12 +120,16 @@ class Settings:
     artifacts_container: str = "autopilot-runs"
     runs_table: str = "autopilotruns"
     folders_table: str = "autopilotfolders"
+    rejected_table: str = "autopilotrejected"
     quiet_period_seconds: float = 30.0
     ml_backend: str = DEFAULT_ML_BACKEND
     base_model: str = "Phi-4"
     state_dir: Path = Path(".autopilot")
     eventgrid_publish_url: str = "http://127.0.0.1:7072/api/events"
     simulated_job_seconds: float = 3.0
+    # Share of the simulated backend's calls that fail transiently (half before their effect, half after).
+    simulated_fault_rate: float = 0.0
+    simulated_fault_seed: int | None = None
     strict_validation: bool = False
     max_bad_row_fraction: float = 0.01
     max_seq_length: int = 2048
@@ -123,6 +143,11 @@ class Settings:
     # How long a stage keeps putting its message back after transient errors (throttling, 409 while the
     # endpoint is busy, 5xx) before the queue's own few tries take over.
     transient_retry_minutes: float = 60.0
+    # The reconcile timer's limits: a run showing no sign of life in a stage for this long gets that
+    # stage's message again (longer than a crashed delivery's hold on its stage, ledger.CLAIM_LEASE) ...
+    stalled_stage_minutes: float = 15.0
+    # ... and a run in training whose job sent no event for this long has its job read.
+    training_check_minutes: float = 30.0
     local_base_model: str = DEFAULT_LOCAL_BASE_MODEL
     local_max_jobs: int = 1
     base_model_version: str = "latest"
@@ -154,12 +179,15 @@ class Settings:
             artifacts_container=_text(env, ARTIFACTS_CONTAINER, "autopilot-runs"),
             runs_table=_text(env, RUNS_TABLE, "autopilotruns"),
             folders_table=_text(env, FOLDERS_TABLE, "autopilotfolders"),
+            rejected_table=_text(env, REJECTED_TABLE, "autopilotrejected"),
             quiet_period_seconds=_number(env, QUIET_PERIOD_SECONDS, 30.0),
             ml_backend=backend,
             base_model=_text(env, BASE_MODEL, default_base_model),
             state_dir=Path(_text(env, STATE_DIR, ".autopilot")),
             eventgrid_publish_url=_text(env, EVENTGRID_PUBLISH_URL, "http://127.0.0.1:7072/api/events"),
             simulated_job_seconds=_number(env, SIMULATED_JOB_SECONDS, 3.0),
+            simulated_fault_rate=_number(env, SIMULATED_FAULT_RATE, 0.0),
+            simulated_fault_seed=_optional_integer(env, SIMULATED_FAULT_SEED),
             strict_validation=_flag(env, STRICT_VALIDATION, False),
             max_bad_row_fraction=_number(env, MAX_BAD_ROW_FRACTION, 0.01),
             max_seq_length=int(_number(env, MAX_SEQ_LENGTH, 2048)),
@@ -170,6 +198,8 @@ class Settings:
             deployment_poll_seconds=_number(env, DEPLOYMENT_POLL_SECONDS, 30.0),
             deployment_timeout_minutes=_number(env, DEPLOYMENT_TIMEOUT_MINUTES, 30.0),
             transient_retry_minutes=_number(env, TRANSIENT_RETRY_MINUTES, 60.0),
+            stalled_stage_minutes=_number(env, STALLED_STAGE_MINUTES, 15.0),
+            training_check_minutes=_number(env, TRAINING_CHECK_MINUTES, 30.0),
             local_base_model=local_base_model,
             local_max_jobs=int(_number(env, LOCAL_MAX_JOBS, 1)),
             base_model_version=_text(env, BASE_MODEL_VERSION, "latest"),
@@ -185,6 +215,8 @@ class Settings:
         )
         if settings.quiet_period_seconds < 0:
             raise ConfigurationError(f"Setting {QUIET_PERIOD_SECONDS} must not be negative.")
+        if not 0 <= settings.simulated_fault_rate <= 1:
+            raise ConfigurationError(f"Setting {SIMULATED_FAULT_RATE} must lie between 0 and 1 (0: no faults).")
         if not 0 <= settings.max_bad_row_fraction <= 1:
             raise ConfigurationError(f"Setting {MAX_BAD_ROW_FRACTION} must lie between 0 and 1.")
         if not 0 <= settings.smoke_quality_margin <= 1:
@@ -197,6 +229,12 @@ class Settings:
             )
         if settings.transient_retry_minutes < 0:
             raise ConfigurationError(f"Setting {TRANSIENT_RETRY_MINUTES} must not be negative (0: no retries).")
+        for name, minutes in (
+            (STALLED_STAGE_MINUTES, settings.stalled_stage_minutes),
+            (TRAINING_CHECK_MINUTES, settings.training_check_minutes),
+        ):
+            if minutes <= 0:
+                raise ConfigurationError(f"Setting {name} must be more than 0 minutes.")
         if settings.local_max_jobs < 1:
             raise ConfigurationError(f"Setting {LOCAL_MAX_JOBS} must be at least 1.")
         if settings.azureml_inference_instance_count < 1:

@@ -9,10 +9,11 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import IO, BinaryIO
 
-from shared.errors import BlobChangedError, LedgerConflictError
+from shared.errors import BlobChangedError, LedgerConflictError, TransientError
 from shared.ledger import Run
 from shared.messages import QueueMessage
 from shared.ml.simulated import SimulatedMLBackend
+from shared.rejected import PEEK_LIMIT, PoisonMessage, RejectedInput
 from shared.settings import Settings
 from shared.stages.context import StageContext
 from shared.storage import BlobInfo
@@ -50,6 +51,9 @@ class FakeRunLedger:
         if not prefixes or not all(prefixes):
             raise ValueError("runs_in_endpoint_state needs at least one non-empty prefix")
         return [replace(run) for run in self.list_runs(len(self.rows)) if run.endpoint_state.startswith(prefixes)]
+
+    def unfinished_runs(self) -> list[Run]:
+        return [replace(run) for run in self.list_runs(len(self.rows)) if not run.finished]
 
 
 class FakeBlobStore:
@@ -112,6 +116,59 @@ class FakeMessageSender:
         self.sent.append((message, delay_seconds))
 
 
+class FakeRejectedInputs:
+    def __init__(self) -> None:
+        self.rows: dict[str, RejectedInput] = {}
+        # While set, every call fails as an unreachable table does.
+        self.down = False
+
+    def record(self, item: RejectedInput) -> bool:
+        if self.down:
+            raise TransientError("could not record a rejected input: the table is unreachable")
+        if item.rejected_id in self.rows:
+            return False
+        self.rows[item.rejected_id] = item
+        return True
+
+    def list_rejected(self, limit: int = 100) -> list[RejectedInput]:
+        if self.down:
+            raise TransientError("could not list rejected inputs: the table is unreachable")
+        return sorted(self.rows.values(), key=lambda item: item.received_at, reverse=True)[:limit]
+
+    def get(self, rejected_id: str) -> RejectedInput | None:
+        return self.rows.get(rejected_id)
+
+
+class FakePoisonQueues:
+    """Poison queues as lists of messages by the queue they came from; `sent` is what `replay` put back."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, list[PoisonMessage]] = {}
+        self.sent: list[tuple[str, str]] = []
+        # While set, putting a message back fails as an unreachable queue does.
+        self.sends_fail = False
+        self._ids = itertools.count(1)
+
+    def add(self, queue: str, raw: str, inserted_at: str = "2026-11-20T09:00:00.000Z") -> PoisonMessage:
+        message = PoisonMessage(f"poison-{next(self._ids)}", queue, raw, inserted_at, dequeue_count=5)
+        self.messages.setdefault(queue, []).append(message)
+        return message
+
+    def peek(self, queue: str) -> list[PoisonMessage]:
+        return self.messages.get(queue, [])[:PEEK_LIMIT]
+
+    def replay(self, queue: str, message_id: str) -> PoisonMessage | None:
+        waiting = self.messages.get(queue, [])
+        found = next((message for message in waiting if message.message_id == message_id), None)
+        if found is None:
+            return None
+        if self.sends_fail:
+            raise TransientError(f"could not send to queue {queue}")
+        self.sent.append((queue, found.raw))
+        waiting.remove(found)
+        return found
+
+
 class FakeClock:
     def __init__(self, start: datetime | None = None) -> None:
         self.now = start or datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
@@ -137,4 +194,5 @@ def fake_context(**settings_overrides: object) -> StageContext:
         sender=FakeMessageSender(),
         backend=SimulatedMLBackend(job_seconds=None, deploy_seconds=2, clock=clock),
         clock=clock,
+        rejected=FakeRejectedInputs(),
     )

@@ -9,7 +9,9 @@ triggers at `/runtime/webhooks/EventGrid?functionName=NAME`, and `GET /admin/hos
 
 Environment it reads besides the app's own settings: `AUTOPILOT_RUNNER_MAX_POLL_MS` (idle queue polling
 ceiling, default 500) and `AUTOPILOT_RUNNER_DUPLICATE_DELIVERIES` (1: hand every queue message and Event Grid
-event to its function twice, concurrently, to prove the stages idempotent). Values from `DIR/local.settings.json`
+event to its function twice, concurrently, to prove the stages idempotent). A queue message stays leased for
+host.json's `functionTimeout` (`AzureFunctionsJobHost__functionTimeout` overrides it, as in Azure): the message of
+an invocation that crashed comes back after that long. Values from `DIR/local.settings.json`
 fill in what the environment does not set. The working directory is left as the caller started it.
 """
 
@@ -48,7 +50,7 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import LinearRetry, QueueClient
 from azure.storage.queue import QueueMessage as StorageQueueMessage
 
-from autopilot.local.hostconfig import HostConfig, QueueSettings
+from autopilot.local.hostconfig import HostConfig, QueueSettings, parse_timespan
 from autopilot.local.ncrontab import CronSchedule
 from shared.errors import MalformedMessageError
 from shared.queueing import decode_queue_body, encode_queue_body
@@ -60,8 +62,17 @@ MAX_POLL_ENV = "AUTOPILOT_RUNNER_MAX_POLL_MS"
 DUPLICATE_DELIVERIES_ENV = "AUTOPILOT_RUNNER_DUPLICATE_DELIVERIES"
 DEFAULT_MAX_POLL_MS = 500
 MIN_POLL_SECONDS = 0.05
+# The Functions host takes a queue message for 10 minutes and renews that halfway for as long as the function
+# runs, so a crashed host's message comes back 5 to 10 minutes after the crash (QueueListener's `_visibilityTimeout`
+# and `CreateUpdateMessageVisibilityTimer` in Azure/azure-sdk-for-net,
+# sdk/storage/Microsoft.Azure.WebJobs.Extensions.Storage.Queues). The runner does not renew: it takes a message
+# once for functionTimeout, the longest an invocation may run, and for these 10 minutes when there is no limit.
 DEFAULT_LEASE_SECONDS = 600
+# Queue Storage refuses a visibility timeout over 7 days.
 MAX_LEASE_SECONDS = 7 * 24 * 3600
+# An app setting overrides a host.json value, `__` standing for each level
+# (https://learn.microsoft.com/azure/azure-functions/functions-host-json#override-hostjson-values).
+FUNCTION_TIMEOUT_OVERRIDE = "AzureFunctionsJobHost__functionTimeout"
 STORAGE_RETRY_CEILING_SECONDS = 5.0
 # The SDK's default (15 s, 3 retries) would stall a poll for a minute when Azurite is down; the poll loop backs off.
 STORAGE_RETRY = LinearRetry(backoff=1, retry_total=2, random_jitter_range=0)
@@ -96,6 +107,19 @@ class RunnerOptions:
             raise ValueError(f"{MAX_POLL_ENV} must be above 0 (it is {raw_poll}).")
         duplicates = env.get(DUPLICATE_DELIVERIES_ENV, "").strip().lower() in ("1", "true", "yes", "on")
         return cls(max_poll_seconds=max_poll_ms / 1000, duplicate_deliveries=duplicates)
+
+
+def message_lease_seconds(config: HostConfig, env: Mapping[str, str]) -> int:
+    """How long a queue message stays invisible while its function runs, and so how long the message of a
+    crashed invocation takes to come back: host.json's functionTimeout, or its app-setting override."""
+    timeout = config.function_timeout
+    override = env.get(FUNCTION_TIMEOUT_OVERRIDE, "").strip()
+    if override:
+        try:
+            timeout = None if override == "-1" else parse_timespan(override)
+        except ValueError as exc:
+            raise ValueError(f"App setting {FUNCTION_TIMEOUT_OVERRIDE}: {exc}") from None
+    return max(1, int(min(timeout or DEFAULT_LEASE_SECONDS, MAX_LEASE_SECONDS)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1000,7 +1024,7 @@ class LocalFunctionHost:
         _check_connections(self.specs, env)
         self._gateway = QueueGateway(env, config.queues.message_encoding)
         self._invoker = Invoker(self._gateway, app_dir, self._activity, self._options.duplicate_deliveries)
-        lease = int(min(config.function_timeout or DEFAULT_LEASE_SECONDS, MAX_LEASE_SECONDS))
+        self.lease_seconds = message_lease_seconds(config, env)
         self._listeners = [
             QueueListener(
                 spec,
@@ -1008,7 +1032,7 @@ class LocalFunctionHost:
                 self._invoker,
                 config.queues,
                 max_poll_seconds=self._options.max_poll_seconds,
-                lease_seconds=max(lease, 1),
+                lease_seconds=self.lease_seconds,
                 stopping=self._stopping,
                 activity=self._activity,
             )
@@ -1048,7 +1072,13 @@ class LocalFunctionHost:
         for timer in self._timers:
             timer.start()
         self._server_thread.start()
-        log.info("Host started on %s (queue polling at most every %.0f ms idle).", self.base_url, self._max_poll_ms())
+        log.info(
+            "Host started on %s (queue polling at most every %.0f ms idle; a message stays leased %d s while its "
+            "function runs).",
+            self.base_url,
+            self._max_poll_ms(),
+            self.lease_seconds,
+        )
 
     def stop(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> bool:
         """Stop polling and serving, wait up to `grace_seconds` for running invocations; True if all finished."""

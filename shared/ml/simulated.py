@@ -7,25 +7,33 @@ the model. State can live in a JSON file so that a restarted runner, and tests, 
 
 A job parameter `simulate_failure` makes a run fail on purpose at "training", "deployment",
 "scoring" (the answer comes back empty) or "quality" (the answer says nothing of the question, so
-the smoke test finds the model worse than the live one), so failure paths can be shown and tested.
+the smoke test finds the model worse than the live one), so failure paths can be shown and tested;
+"event" lets the job complete but never publishes its event, as when Event Grid dead-letters it.
+
+`TransientFaults` makes a share of the port's calls fail with a `TransientError`, half of them before
+the call does anything (throttling, a 5xx) and half after it took effect (the answer was lost), so that
+retries and idempotence can be tried under the faults Azure ML's clients meet.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import random
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from shared.errors import BackendError, InvalidParameterError, NotFoundError
+from shared.errors import BackendError, ConfigurationError, InvalidParameterError, NotFoundError, TransientError
 from shared.events import ml_job_event_payload
 from shared.ml.port import (
+    RUN_TAG,
     DeploymentInfo,
     DeploymentSpec,
     EndpointInfo,
@@ -44,7 +52,76 @@ SIMULATED_TOPIC = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local"
     "/providers/Microsoft.MachineLearningServices/workspaces/simulated"
 )
-FAILURE_POINTS = ("training", "deployment", "scoring", "quality")
+FAILURE_POINTS = ("training", "deployment", "scoring", "quality", "event")
+BEFORE_EFFECT = "before"
+AFTER_EFFECT = "after"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class TransientFaults:
+    """Decides which backend calls fail: a share `rate` of them, half before their effect and half after it.
+
+    `seed` makes the sequence of decisions repeatable. `injected` counts the faults by (operation, when).
+    """
+
+    def __init__(self, rate: float = 0.0, seed: int | None = None) -> None:
+        if not 0 <= rate <= 1:
+            raise ConfigurationError(f"the simulated fault rate must lie between 0 and 1, not {rate}.")
+        self.rate = rate
+        self.injected: Counter[tuple[str, str]] = Counter()
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        # Calls the backend makes to itself (submit reads the job back) are part of the outer call: one
+        # decision per call from outside, as a client's request meets one fault or none.
+        self._nesting = threading.local()
+
+    def draw(self, operation: str) -> str | None:
+        """`BEFORE_EFFECT`, `AFTER_EFFECT`, or None (no fault) for one call of `operation`."""
+        if self.rate == 0:
+            return None
+        with self._lock:
+            if self._random.random() >= self.rate:
+                return None
+            when = BEFORE_EFFECT if self._random.random() < 0.5 else AFTER_EFFECT
+            self.injected[(operation, when)] += 1
+        return when
+
+    def call(self, operation: str, effect: Callable[[], R]) -> R:
+        """Run `effect`, failing before or after it as `draw` decides."""
+        depth = getattr(self._nesting, "depth", 0)
+        when = self.draw(operation) if depth == 0 else None
+        if when == BEFORE_EFFECT:
+            log.warning("simulated fault: %s refused before its effect", operation)
+            raise TransientError(
+                f"simulated fault: {operation} was refused with 503 Service Unavailable before it did anything; "
+                "try again"
+            )
+        self._nesting.depth = depth + 1
+        try:
+            result = effect()
+        finally:
+            self._nesting.depth = depth
+        if when == AFTER_EFFECT:
+            log.warning("simulated fault: %s took effect but its answer was lost", operation)
+            raise TransientError(
+                f"simulated fault: {operation} took effect but its answer was lost (connection reset); "
+                "try again, and find by name what it made"
+            )
+        return result
+
+
+def _faulty(
+    method: Callable[Concatenate[SimulatedMLBackend, P], R],
+) -> Callable[Concatenate[SimulatedMLBackend, P], R]:
+    """A port call of the simulated backend that `TransientFaults` may make fail."""
+
+    @functools.wraps(method)
+    def call(self: SimulatedMLBackend, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.faults.call(method.__name__, lambda: method(self, *args, **kwargs))
+
+    return call
 
 
 class SimulatedMLBackend:
@@ -62,13 +139,16 @@ class SimulatedMLBackend:
         state_path: Path | None = None,
         publisher: MLEventPublisher | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        faults: TransientFaults | None = None,
     ) -> None:
-        """`job_seconds=None` leaves jobs running until `finish_job` is called (for tests)."""
+        """`job_seconds=None` leaves jobs running until `finish_job` is called (for tests); `faults`: none by
+        default."""
         self._job_seconds = job_seconds
         self._deploy_seconds = deploy_seconds
         self._state_path = state_path
         self._publisher = publisher
         self._clock = clock
+        self.faults = faults or TransientFaults()
         self._lock = threading.RLock()
         self.state: dict[str, Any] = {"jobs": {}, "models": {}, "endpoints": {}}
         if state_path is not None and state_path.exists():
@@ -78,6 +158,7 @@ class SimulatedMLBackend:
                 self._schedule_finish(job["name"])
 
     # jobs
+    @_faulty
     def submit_finetune_job(self, spec: FinetuneJobSpec) -> JobInfo:
         failure = spec.parameters.get("simulate_failure")
         if failure is not None and failure not in FAILURE_POINTS:
@@ -125,6 +206,9 @@ class SimulatedMLBackend:
             else:
                 job["failure_reason"] = "simulated training failure (simulate_failure=training)"
             self._save()
+        if job["failure"] == "event" and status == "Completed":
+            log.warning("simulated job %s completed; its event is lost on purpose (simulate_failure=event)", job_name)
+            return
         if self._publisher is not None:
             self._publisher.publish(
                 ml_job_event_payload(
@@ -138,6 +222,7 @@ class SimulatedMLBackend:
                 )
             )
 
+    @_faulty
     def get_job(self, job_name: str) -> JobInfo:
         with self._lock:
             job = self.state["jobs"].get(job_name)
@@ -151,6 +236,7 @@ class SimulatedMLBackend:
                 tags=dict(job["tags"]),
             )
 
+    @_faulty
     def cancel_job(self, job_name: str) -> None:
         with self._lock:
             if self.get_job(job_name).finished:
@@ -158,6 +244,7 @@ class SimulatedMLBackend:
         self.finish_job(job_name, "Canceled")
 
     # registry
+    @_faulty
     def register_model(self, registration: ModelRegistration) -> RegisteredModel:
         with self._lock:
             job = self.state["jobs"].get(registration.job_name)
@@ -173,6 +260,14 @@ class SimulatedMLBackend:
                 }
                 self._save()
             record = versions[registration.version]
+            # As the Azure ML adapter does: a version another run registered is that run's, not this one's.
+            owner, asking = record["tags"].get(RUN_TAG), registration.tags.get(RUN_TAG)
+            if owner and asking and owner != asking:
+                raise BackendError(
+                    f"model {registration.model_name}:{registration.version} already belongs to run {owner}, "
+                    f"not {asking}",
+                    category="conflict",
+                )
             return RegisteredModel(
                 name=registration.model_name,
                 version=registration.version,
@@ -181,6 +276,7 @@ class SimulatedMLBackend:
             )
 
     # endpoints
+    @_faulty
     def ensure_endpoint(self, name: str, tags: dict[str, str]) -> EndpointInfo:
         with self._lock:
             if name not in self.state["endpoints"]:
@@ -197,6 +293,7 @@ class SimulatedMLBackend:
             assert info is not None
             return info
 
+    @_faulty
     def get_endpoint(self, name: str) -> EndpointInfo | None:
         with self._lock:
             endpoint = self.state["endpoints"].get(name)
@@ -219,6 +316,7 @@ class SimulatedMLBackend:
             raise NotFoundError(f"simulated endpoint {name} does not exist")
         return endpoint  # type: ignore[no-any-return]
 
+    @_faulty
     def begin_deployment(self, spec: DeploymentSpec) -> DeploymentInfo:
         with self._lock:
             endpoint = self._endpoint(spec.endpoint_name)
@@ -239,6 +337,7 @@ class SimulatedMLBackend:
             assert info is not None
             return info
 
+    @_faulty
     def get_deployment(self, endpoint_name: str, deployment_name: str, operation: str = "") -> DeploymentInfo | None:
         with self._lock:
             endpoint = self.state["endpoints"].get(endpoint_name)
@@ -261,6 +360,7 @@ class SimulatedMLBackend:
                 tags=dict(deployment.get("tags", {})),
             )
 
+    @_faulty
     def delete_deployment(self, endpoint_name: str, deployment_name: str) -> None:
         with self._lock:
             endpoint = self._endpoint(endpoint_name)
@@ -272,6 +372,7 @@ class SimulatedMLBackend:
             endpoint["traffic"].pop(deployment_name, None)
             self._save()
 
+    @_faulty
     def set_traffic(
         self, endpoint_name: str, traffic: dict[str, int], mirror_traffic: dict[str, int] | None = None
     ) -> None:
@@ -286,6 +387,7 @@ class SimulatedMLBackend:
             endpoint["mirror_traffic"] = dict(mirror_traffic or {})
             self._save()
 
+    @_faulty
     def score(self, endpoint_name: str, request: dict[str, Any], deployment_name: str | None = None) -> Any:
         messages = chat_messages(request)
         with self._lock:
@@ -310,15 +412,18 @@ class SimulatedMLBackend:
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         return {"output": f"[simulated {info.model_name}:{info.model_version}] You asked: {question[:160]}"}
 
+    @_faulty
     def list_endpoints(self) -> list[EndpointInfo]:
         with self._lock:
             return [info for name in sorted(self.state["endpoints"]) if (info := self.get_endpoint(name))]
 
+    @_faulty
     def delete_endpoint(self, name: str) -> None:
         with self._lock:
             self.state["endpoints"].pop(name, None)
             self._save()
 
+    @_faulty
     def requests_per_minute(self, endpoint_name: str, since: datetime) -> dict[str, list[int]]:
         with self._lock:
             endpoint = self._endpoint(endpoint_name)

@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import logging
 import random
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TypeVar
 
-from shared.errors import DatasetRejectedError, PermanentError, TransientError
-from shared.ledger import ClaimAction, Run, RunLedger, RunStage, RunStatus, claim_stage, end_run, update_run
+from shared.errors import ClaimLostError, DatasetRejectedError, PermanentError, TransientError
+from shared.ledger import (
+    ClaimAction,
+    Run,
+    RunLedger,
+    RunStage,
+    RunStatus,
+    claim_stage,
+    end_run,
+    holds,
+    release_claim,
+    update_run,
+)
 from shared.messages import QueueMessage
 from shared.ml.port import MLBackend
 from shared.queueing import MessageSender
+from shared.rejected import LoggedRejectedInputs, RejectedInputs
 from shared.settings import Settings
 from shared.storage import BlobStore, FolderTracker
 from shared.timestamps import parse_iso
@@ -37,6 +50,8 @@ class StageContext:
     sender: MessageSender
     backend: MLBackend
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+    # Events and messages set aside as never able to succeed (see shared/rejected.py).
+    rejected: RejectedInputs = field(default_factory=LoggedRejectedInputs)
 
 
 def fail_run(ctx: StageContext, run_id: str, error: PermanentError, status: RunStatus | None = None) -> Run:
@@ -83,19 +98,39 @@ def run_stage(
     handled) back on its queue with a growing delay (`retry_later`); without `retry`, or once the stage's
     retry time is over, it is raised for the queue to retry.
     """
-    claim = claim_stage(ctx.ledger, run_id, stage, ctx.clock())
+    claim = claim_stage(ctx.ledger, run_id, stage, ctx.clock(), owner=uuid.uuid4().hex)
     if claim.action is ClaimAction.RESEND_NEXT and next_message is not None:
         return next_message(run_id)
     if claim.action is not ClaimAction.PROCEED or claim.run is None:
         log.info("%s: %s", stage.value, claim.reason or f"run {run_id} is past it")
         return None
-    with permanent_errors_end_run(ctx, run_id):
-        try:
-            return work(claim.run)
-        except TransientError as error:
-            if retry is None or not retry_later(ctx, run_id, stage.value, retry, error):
-                raise
+    claimed = claim.run
+    try:
+        return work(claimed)
+    except ClaimLostError as lost:
+        log.warning("%s: %s", stage.value, lost)
+    except TransientError as error:
+        if not _still_held(ctx, claimed):
+            log.warning(
+                "%s of run %s: %s, but this delivery no longer holds the stage: dropped", stage.value, run_id, error
+            )
+        elif retry is None or not retry_later(ctx, claimed, retry, error):
+            raise
+    except PermanentError as error:
+        if _still_held(ctx, claimed):
+            fail_run(ctx, run_id, error)
+        else:
+            log.warning(
+                "%s of run %s: %s, but this delivery no longer holds the stage: dropped", stage.value, run_id, error
+            )
+    finally:
+        release_claim(ctx.ledger, claimed)
     return None
+
+
+def _still_held(ctx: StageContext, claimed: Run) -> bool:
+    current = ctx.ledger.get(claimed.run_id)
+    return current is not None and holds(current, claimed)
 
 
 def retry_delay(attempt: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> float:
@@ -105,13 +140,20 @@ def retry_delay(attempt: int, retry_after: float | None, rng: Callable[[], float
     return round(max(jittered, retry_after or 0.0), 1)
 
 
-def retry_later(ctx: StageContext, run_id: str, step: str, message: QueueMessage, error: TransientError) -> bool:
+def retry_later(ctx: StageContext, claimed: Run, message: QueueMessage, error: TransientError) -> bool:
     """Put `message` back, delayed, after a transient error in `step` of the run; False once time is up.
 
     The time allowed is AUTOPILOT_TRANSIENT_RETRY_MINUTES from the moment the step started (its
     `stage_times` entry); after that the error goes to the queue, whose few tries end in the poison
     queue and a failed run.
     """
+    run_id, step = claimed.run_id, claimed.stage.value
+    return retry_step_later(ctx, run_id, step, message, error)
+
+
+def retry_step_later(ctx: StageContext, run_id: str, step: str, message: QueueMessage, error: TransientError) -> bool:
+    """`retry_later` for a step that is not a claimed stage (e.g. bringing an endpoint back); `step` names
+    its `stage_times` entry."""
     run = ctx.ledger.get(run_id)
     if run is None or run.finished:
         log.info("run %s ended while %s met %s; not trying again", run_id, step, error)

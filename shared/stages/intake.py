@@ -11,8 +11,8 @@ from shared.datasets import (
     parse_dataset_path,
     split_of,
 )
-from shared.errors import BlobChangedError
-from shared.events import BlobCreated
+from shared.errors import BlobChangedError, MalformedMessageError
+from shared.events import BlobCreated, dataset_folder_problem, shown
 from shared.ledger import Run, RunStage, RunStatus, iso
 from shared.messages import SettleDatasetFolder, ValidateDataset
 from shared.stages.context import StageContext, log
@@ -25,7 +25,8 @@ def note_blob_created(event: BlobCreated, ctx: StageContext) -> SettleDatasetFol
     """Remember that a dataset folder changed and schedule its settling after the quiet period.
 
     The manifest settles the folder at once; any other file waits, so a folder uploaded file by
-    file starts one run after its last file.
+    file starts one run after its last file. A folder whose names a store of the run cannot hold raises
+    `MalformedMessageError` saying what to rename (see `shared.events.dataset_folder_problem`).
     """
     if event.container != ctx.settings.training_container:
         log.info("ignoring blob %s in container %s (not the training container)", event.blob_name, event.container)
@@ -38,6 +39,9 @@ def note_blob_created(event: BlobCreated, ctx: StageContext) -> SettleDatasetFol
             MANIFEST_NAME,
         )
         return None
+    if problem := dataset_folder_problem(path.dataset, path.version, path.file_name):
+        # Every delivery of this event would fail the same way: the trigger sets it aside instead.
+        raise MalformedMessageError(f"blob {shown(event.blob_name)} in {event.container}: {problem}")
     now = ctx.clock()
     ctx.folders.record_event(path.dataset, path.version, now)
     manifest = path.file_name == MANIFEST_NAME

@@ -13,7 +13,7 @@ from shared.ledger import Run, RunLedger, iso, update_run
 from shared.messages import RestoreEndpoint
 from shared.ml.port import MANAGED_BY_TAG, MANAGED_BY_VALUE, RUN_TAG, DeploymentSpec
 from shared.stages.cleanup import DELETED_IDLE, RESTORING
-from shared.stages.context import StageContext, log, mark_live_runs, retry_later
+from shared.stages.context import StageContext, log, mark_live_runs, retry_step_later
 from shared.stages.rollout import CHECK_SLACK, check_again_later
 from shared.timestamps import parse_iso
 
@@ -85,7 +85,7 @@ def restore_endpoint(message: RestoreEndpoint, ctx: StageContext) -> None:
         record_restore_failure(ctx, run.run_id, error)
     except TransientError as error:
         # A busy endpoint (409) or throttling: the same message again later, within the retry time.
-        if not retry_later(ctx, run.run_id, "restore_requested", message, error):
+        if not retry_step_later(ctx, run.run_id, "restore_requested", message, error):
             raise
 
 

@@ -19,7 +19,7 @@ from shared.errors import (
     QuotaExceededError,
     SmokeTestFailedError,
 )
-from shared.ledger import Run, RunStage, RunStatus, end_run, iso, update_run
+from shared.ledger import Run, RunStage, RunStatus, end_run, iso, update_claimed, update_run
 from shared.messages import DeployModel, PromoteDeployment, QueueMessage, RegisterModel, SmokeTestDeployment
 from shared.ml.port import (
     MANAGED_BY_TAG,
@@ -116,7 +116,7 @@ def _register(run: Run, ctx: StageContext) -> DeployModel:
         current.model_name, current.model_version, current.model_uri = model.name, model.version, model.uri
         current.stage_done = True
 
-    update_run(ctx.ledger, run.run_id, record)
+    update_claimed(ctx.ledger, run, record)
     log.info("run %s: registered %s:%s", run.run_id, model.name, model.version)
     return DeployModel(run.run_id)
 
@@ -134,6 +134,8 @@ def _deploy(run: Run, ctx: StageContext) -> SmokeTestDeployment | None:
         return None
     if not run.endpoint_name:
         run = _choose_endpoint(run, ctx)
+    if superseded(ctx, run):
+        return None
     endpoint_name, deployment_name = run.endpoint_name, run.deployment_name
     endpoint = ctx.backend.ensure_endpoint(endpoint_name, {MANAGED_BY_TAG: MANAGED_BY_VALUE, "dataset": run.dataset})
     _check_managed(endpoint, run)
@@ -163,16 +165,65 @@ def _deploy(run: Run, ctx: StageContext) -> SmokeTestDeployment | None:
             current.scoring_uri, current.previous_deployment = endpoint.scoring_uri, previous
             current.deployment_operation = operation
 
-        update_run(ctx.ledger, run.run_id, record_start)
+        update_claimed(ctx.ledger, run, record_start)
     if deployment.failed:
         raise deployment_failure(deployment)
     if deployment.ready:
-        update_run(ctx.ledger, run.run_id, lambda current: setattr(current, "stage_done", True))
+        update_claimed(ctx.ledger, run, lambda current: setattr(current, "stage_done", True))
         log.info("run %s: deployment %s/%s is ready", run.run_id, endpoint_name, deployment_name)
         return SmokeTestDeployment(run.run_id)
     started = parse_iso(run.stage_times[RunStage.DEPLOYING.value])
     check_again_later(ctx, run.run_id, deployment, started, DeployModel(run.run_id), DeploymentFailedError)
     return None
+
+
+# Stages in which a run has (or is about to have) a deployment on its endpoint without being live.
+ROLLING_OUT = (RunStage.DEPLOYING, RunStage.SMOKE_TESTING, RunStage.PROMOTING)
+
+
+def _data_order(run: Run) -> tuple[str, str, str]:
+    """Which run's data is newer: the run made later (its folder settled later), then the version's name."""
+    return (run.created_at, run.version, run.run_id)
+
+
+def superseded(ctx: StageContext, run: Run) -> bool:
+    """Serialise the runs that roll out to one endpoint: the newest data wins.
+
+    True when a newer run is rolling out to (or went live on) the run's endpoint: this run then ends
+    `superseded`, and what it made is removed. Otherwise older runs still rolling out there end
+    `superseded` instead, so two versions uploaded together never race for the traffic.
+    """
+    newer, older = [], []
+    for other in ctx.ledger.runs_of_endpoint(run.endpoint_name):
+        if other.run_id == run.run_id:
+            continue
+        if _data_order(other) > _data_order(run):
+            if other.status is RunStatus.SUCCEEDED or (not other.finished and other.stage in ROLLING_OUT):
+                newer.append(other)
+        elif not other.finished and other.stage in ROLLING_OUT:
+            older.append(other)
+    if newer:
+        supersede(ctx, run.run_id, newer[0])
+        return True
+    for other in older:
+        supersede(ctx, other.run_id, run)
+    return False
+
+
+def supersede(ctx: StageContext, run_id: str, by: Run) -> None:
+    """End the run `superseded` by `by` (a run with newer data for the same endpoint) and remove what it made."""
+    message = (
+        f"run {by.run_id} ({by.dataset}/{by.version}) has newer data for endpoint {by.endpoint_name}; its data wins"
+    )
+
+    def change(current: Run) -> None:
+        if not current.finished:
+            end_run(current, RunStatus.SUPERSEDED, category="superseded", message=message)
+
+    ended = update_run(ctx.ledger, run_id, change)
+    if ended.status is RunStatus.SUPERSEDED:
+        log.warning("run %s superseded: %s", run_id, message)
+        release_run_resources(ctx, run_id)
 
 
 def _choose_endpoint(run: Run, ctx: StageContext) -> Run:
@@ -192,7 +243,7 @@ def _choose_endpoint(run: Run, ctx: StageContext) -> Run:
             current.endpoint_name, current.deployment_name = endpoint_name, deployment_name
             current.created_endpoint = existing is None
 
-    return update_run(ctx.ledger, run.run_id, record)
+    return update_claimed(ctx.ledger, run, record)
 
 
 def _check_managed(endpoint: EndpointInfo, run: Run) -> None:
@@ -290,7 +341,7 @@ def _smoke_test(run: Run, ctx: StageContext) -> PromoteDeployment | None:
         current.smoke = smoke
         current.stage_done = True
 
-    update_run(ctx.ledger, run.run_id, record)
+    update_claimed(ctx.ledger, run, record)
     log.info("run %s: smoke test passed (%d requests%s)", run.run_id, len(results), _similarities(smoke))
     return PromoteDeployment(run.run_id)
 
@@ -381,7 +432,7 @@ def _roll_back(run: Run, smoke: dict[str, Any], error: PermanentError, ctx: Stag
         if not current.finished:
             end_run(current, RunStatus.ROLLED_BACK, category=error.category, message=message)
 
-    update_run(ctx.ledger, run.run_id, record)
+    update_claimed(ctx.ledger, run, record)
     log.error("run %s rolled back: %s", run.run_id, message)
     release_run_resources(ctx, run.run_id)
 
@@ -394,6 +445,8 @@ def promote_deployment(message: PromoteDeployment, ctx: StageContext) -> None:
 def _promote(run: Run, ctx: StageContext) -> None:
     """All traffic to the new deployment (kept if already so: a retry makes no new update), then the
     deployments this app made before it are deleted; others on the endpoint are left alone."""
+    if superseded(ctx, run):
+        return
     wanted = {run.deployment_name: 100}
     endpoint = ctx.backend.get_endpoint(run.endpoint_name)
     if endpoint is None or {name: weight for name, weight in endpoint.traffic.items() if weight} != wanted:
@@ -422,7 +475,7 @@ def _promote(run: Run, ctx: StageContext) -> None:
         current.endpoint_state = "live"
         end_run(current, RunStatus.SUCCEEDED)
 
-    update_run(ctx.ledger, run.run_id, record)
+    update_claimed(ctx.ledger, run, record)
     mark_live_runs(ctx, run.endpoint_name, f"replaced by {run.run_id}", except_run_id=run.run_id)
     log.info(
         "run %s: %s/%s is live (replaced: %s)", run.run_id, run.endpoint_name, run.deployment_name, replaced or "none"

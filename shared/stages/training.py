@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from shared.errors import LedgerConflictError, PermanentError, TrainingFailedError, TransientError
 from shared.events import MLJobEvent
-from shared.ledger import ClaimAction, Run, RunStage, claim_stage, iso, update_run
+from shared.ledger import ClaimAction, Run, RunStage, claim_stage, iso, update_claimed, update_run
 from shared.messages import CheckFinetuneJob, RegisterModel, SubmitFinetuneJob
 from shared.ml.port import RUN_TAG, TERMINAL_JOB_STATUSES, FinetuneJobSpec, JobInfo
 from shared.stages.context import StageContext, fail_run, log, permanent_errors_end_run, run_stage
@@ -56,8 +56,10 @@ def _submit(run: Run, ctx: StageContext) -> None:
         current.job_status = job.status
         current.stage, current.stage_done = RunStage.TRAINING, False
         current.stage_times[RunStage.TRAINING.value] = moment
+        # Training is nobody's to hold: the job's events and checks move the run on.
+        current.claim_owner, current.claim_expires = "", ""
 
-    update_run(ctx.ledger, run.run_id, record)
+    update_claimed(ctx.ledger, run, record)
     log.info("run %s: submitted job %s (%s) on %s", run.run_id, job.name, job.status, ctx.backend.name)
 
 

@@ -10,7 +10,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from shared.datasets import MANIFEST_NAME, Manifest, MD5Reader
 from shared.errors import ContentMD5MismatchError, DatasetRejectedError
-from shared.ledger import Run, RunStage, update_run
+from shared.ledger import Run, RunStage, update_claimed
 from shared.messages import SubmitFinetuneJob, ValidateDataset
 from shared.stages.context import StageContext, fail_run, log, run_stage
 from shared.validation import DatasetSource, ValidationOptions, validate_dataset
@@ -90,7 +90,7 @@ def _validate(run: Run, ctx: StageContext) -> SubmitFinetuneJob | None:
         if report.valid:
             current.stage_done = True
 
-    update_run(ctx.ledger, run.run_id, record)
+    update_claimed(ctx.ledger, run, record)
     if not report.valid:
         fail_run(ctx, run.run_id, DatasetRejectedError(report.summary()))
         return None

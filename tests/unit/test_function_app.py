@@ -26,11 +26,14 @@ def test_every_stage_is_its_own_function_with_the_expected_trigger() -> None:
 
     triggers = {}
     outputs = {}
+    schedules = {}
     for function in function_app.app.get_functions():
         bindings = [binding.get_dict_repr() for binding in function.get_bindings()]
         trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
         triggers[function.get_function_name()] = (trigger["type"], trigger.get("queueName") or trigger.get("route"))
         outputs[function.get_function_name()] = [b["queueName"] for b in bindings if b["type"] == "queue"]
+        if trigger["type"] == "timerTrigger":
+            schedules[function.get_function_name()] = trigger["schedule"]
     assert triggers == {
         "dataset_arrival": ("eventGridTrigger", None),
         "settle_dataset": ("queueTrigger", "settle-dataset"),
@@ -43,6 +46,7 @@ def test_every_stage_is_its_own_function_with_the_expected_trigger() -> None:
         "smoke_test": ("queueTrigger", "smoke-test"),
         "promote_deployment": ("queueTrigger", "promote-deployment"),
         "cleanup_idle_endpoints": ("timerTrigger", None),
+        "reconcile_runs": ("timerTrigger", None),
         "list_runs": ("httpTrigger", "runs"),
         "get_run": ("httpTrigger", "runs/{run_id}"),
         "restore_endpoint": ("queueTrigger", "restore-endpoint"),
@@ -50,9 +54,16 @@ def test_every_stage_is_its_own_function_with_the_expected_trigger() -> None:
         "list_endpoints": ("httpTrigger", "endpoints"),
         "cancel_run": ("queueTrigger", "cancel-run"),
         "cancel_run_request": ("httpTrigger", "runs/{run_id}/cancel"),
+        "list_rejected": ("httpTrigger", "rejected"),
+        "get_rejected": ("httpTrigger", "rejected/{rejected_id}"),
     }
     assert outputs["validate_dataset"] == ["submit-finetune"] and outputs["ml_job_events"] == ["register-model"]
     assert outputs["restore_endpoint_request"] == ["restore-endpoint"]
     assert outputs["check_finetune_job"] == ["register-model"]
     # Every queue a function reads is one the app knows (ALL_QUEUES), and the other way round.
     assert {queue for kind, queue in triggers.values() if kind == "queueTrigger"} == set(ALL_QUEUES)
+    # The timers read their NCRONTAB schedules from app settings.
+    assert schedules == {
+        "cleanup_idle_endpoints": "%AUTOPILOT_CLEANUP_SCHEDULE%",
+        "reconcile_runs": "%AUTOPILOT_RECONCILE_SCHEDULE%",
+    }

@@ -266,7 +266,17 @@ def test_a_version_held_by_another_run_of_the_same_second_takes_the_next(world: 
     start(ctx, world)
     first = only_run(ctx)
     # a second run of the dataset created in the same second: its first version is the first run's
-    second = replace(first, run_id="chat-ffffffffffff", model_name="", model_version="", etag="")
+    second = replace(
+        first,
+        run_id="chat-ffffffffffff",
+        model_name="",
+        model_version="",
+        stage=RunStage.REGISTERING,
+        stage_done=False,
+        status=RunStatus.IN_PROGRESS,
+        claim_owner="this-delivery",
+        etag="",
+    )
     assert ctx.ledger.create(second)
     _register(second, ctx)
     registered = ctx.ledger.get(second.run_id)
