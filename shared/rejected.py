@@ -33,6 +33,8 @@ from shared.storage_connection import StorageConnection, as_storage_connection
 from shared.timestamps import iso
 
 if TYPE_CHECKING:
+    from azure.data.tables import TableClient
+
     from shared.ledger import RunLedger
     from shared.stages.context import StageContext
 
@@ -71,8 +73,9 @@ _SECRET_TEXT = (
         r"\1=***",
     ),
     (re.compile(r"\bbearer\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE), "Bearer ***"),
-    # A bare storage account key: long base64 with its padding.
-    (re.compile(r"[A-Za-z0-9+/]{40,}={1,2}"), "***"),
+    # A bare storage account key: long base64 with its padding. Tried only where a run of base64 characters
+    # starts, so that a long run without padding costs linear time, not quadratic.
+    (re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{40,}={1,2}"), "***"),
 )
 # Shown escaped: control characters, and lone surrogates (no request can carry them).
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -238,15 +241,24 @@ class TableRejectedInputs:
     """`RejectedInputs` on Azure Table Storage: one row per input, keyed by its `rejected_id`."""
 
     def __init__(self, connection: StorageConnection | str, table_name: str) -> None:
-        """`connection`: a `StorageConnection`, or a connection string."""
-        service = as_storage_connection(connection).table_service_client()
-        self._table = service.create_table_if_not_exists(table_name)
+        """`connection`: a `StorageConnection`, or a connection string.
+
+        The table is made on first use: inputs are seldom set aside, so a cold start does not pay for it.
+        """
+        self._service = as_storage_connection(connection).table_service_client()
+        self._table_name = table_name
+        self._table: TableClient | None = None
+
+    def _client(self) -> TableClient:
+        if self._table is None:
+            self._table = self._service.create_table_if_not_exists(self._table_name)
+        return self._table
 
     def record(self, item: RejectedInput) -> bool:
         from azure.core.exceptions import AzureError, ResourceExistsError
 
         try:
-            self._table.create_entity(item.to_entity())
+            self._client().create_entity(item.to_entity())
         except ResourceExistsError:
             return False
         except AzureError as exc:
@@ -258,7 +270,7 @@ class TableRejectedInputs:
 
         try:
             entities = list(
-                self._table.query_entities("PartitionKey eq @partition", parameters={"partition": PARTITION})
+                self._client().query_entities("PartitionKey eq @partition", parameters={"partition": PARTITION})
             )
         except AzureError as exc:
             raise TransientError(f"could not list rejected inputs: {exc}") from exc
@@ -273,7 +285,7 @@ class TableRejectedInputs:
         if not _ID_PATTERN.fullmatch(rejected_id):
             return None
         try:
-            return RejectedInput.from_entity(self._table.get_entity(PARTITION, rejected_id))
+            return RejectedInput.from_entity(self._client().get_entity(PARTITION, rejected_id))
         except ResourceNotFoundError:
             return None
         except AzureError as exc:

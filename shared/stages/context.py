@@ -114,8 +114,18 @@ def run_stage(
             log.warning(
                 "%s of run %s: %s, but this delivery no longer holds the stage: dropped", stage.value, run_id, error
             )
-        elif retry is None or not retry_later(ctx, claimed, retry, error):
+        elif retry is None:
             raise
+        elif not retry_later(ctx, claimed, retry, error):
+            minutes = retry_minutes(ctx.settings, stage.value)
+            fail_run(
+                ctx,
+                run_id,
+                PermanentError(
+                    f"{stage.value} kept meeting transient errors for {minutes:g} min (its retry time); last: {error}",
+                    category="transient_errors",
+                ),
+            )
     except PermanentError as error:
         if _still_held(ctx, claimed):
             fail_run(ctx, run_id, error)
@@ -133,6 +143,14 @@ def _still_held(ctx: StageContext, claimed: Run) -> bool:
     return current is not None and holds(current, claimed)
 
 
+def retry_minutes(settings: Settings, step: str) -> float:
+    """How long a step may keep retrying transient errors: AUTOPILOT_TRANSIENT_RETRY_MINUTES, and for
+    deploying (whose checks run on the same clock) at least AUTOPILOT_DEPLOYMENT_TIMEOUT_MINUTES."""
+    if step == RunStage.DEPLOYING.value:
+        return max(settings.transient_retry_minutes, settings.deployment_timeout_minutes)
+    return settings.transient_retry_minutes
+
+
 def retry_delay(attempt: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> float:
     """Seconds to wait before try `attempt + 1`: exponential with jitter, capped, at least `retry_after`."""
     backoff = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2**attempt)
@@ -141,11 +159,10 @@ def retry_delay(attempt: int, retry_after: float | None, rng: Callable[[], float
 
 
 def retry_later(ctx: StageContext, claimed: Run, message: QueueMessage, error: TransientError) -> bool:
-    """Put `message` back, delayed, after a transient error in `step` of the run; False once time is up.
+    """Put `message` back, delayed, after a transient error in the claimed stage; False once time is up.
 
-    The time allowed is AUTOPILOT_TRANSIENT_RETRY_MINUTES from the moment the step started (its
-    `stage_times` entry); after that the error goes to the queue, whose few tries end in the poison
-    queue and a failed run.
+    The time allowed (`retry_minutes`) runs from the moment the stage started (its `stage_times` entry);
+    after that `run_stage` ends the run with the last error.
     """
     run_id, step = claimed.run_id, claimed.stage.value
     return retry_step_later(ctx, run_id, step, message, error)
@@ -160,8 +177,8 @@ def retry_step_later(ctx: StageContext, run_id: str, step: str, message: QueueMe
         return True
     now = ctx.clock()
     started = run.stage_times.get(step)
-    if started and now - parse_iso(started) > timedelta(minutes=ctx.settings.transient_retry_minutes):
-        minutes = ctx.settings.transient_retry_minutes
+    minutes = retry_minutes(ctx.settings, step)
+    if started and now - parse_iso(started) > timedelta(minutes=minutes):
         log.error("run %s: %s still meets transient errors after %g min; giving up", run_id, step, minutes)
         return False
     attempt = run.retries.get(step, 0)

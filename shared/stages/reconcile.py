@@ -67,6 +67,8 @@ class Reconciled(str, Enum):
 
 @dataclass(frozen=True)
 class Reconciliation:
+    """One run the timer acted on: its stage, what was done, and a word on it (the message sent, the job status)."""
+
     run_id: str
     stage: RunStage
     outcome: Reconciled

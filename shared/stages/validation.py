@@ -20,7 +20,9 @@ SMOKE_CONTENT_LIMIT = 1500
 
 def validate_run(message: ValidateDataset, ctx: StageContext) -> SubmitFinetuneJob | None:
     """Validate the run's dataset; a rejected one ends the run, a valid one goes on to submission."""
-    return run_stage(ctx, message.run_id, RunStage.VALIDATING, lambda run: _validate(run, ctx), SubmitFinetuneJob)
+    return run_stage(
+        ctx, message.run_id, RunStage.VALIDATING, lambda run: _validate(run, ctx), SubmitFinetuneJob, retry=message
+    )
 
 
 def _validate(run: Run, ctx: StageContext) -> SubmitFinetuneJob | None:

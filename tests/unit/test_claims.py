@@ -135,3 +135,13 @@ def test_an_older_run_that_reaches_deploying_after_the_newer_went_live_is_supers
     endpoint = ctx.backend.get_endpoint(newer.endpoint_name)
     assert endpoint is not None and endpoint.deployments == (newer.deployment_name,)
     assert endpoint.traffic == {newer.deployment_name: 100}
+
+
+def test_the_claim_lease_is_host_jsons_function_timeout() -> None:
+    import json
+    from pathlib import Path
+
+    hours, minutes, seconds = json.loads((Path(__file__).parents[2] / "host.json").read_text())[
+        "functionTimeout"
+    ].split(":")
+    assert CLAIM_LEASE == timedelta(hours=int(hours), minutes=int(minutes), seconds=int(seconds))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared.errors import PermanentError, TransientError
+from shared.errors import PermanentError
 from shared.ledger import RunStage, RunStatus
 from shared.messages import DeployModel
 from shared.ml.azureml.catalog import BaseModel
@@ -100,11 +100,14 @@ def test_throttling_puts_the_message_back_after_retry_after(world: AzureWorld) -
     assert len(retried) == 2 and run.retries == {"deploying": 2}
 
 
-def test_transient_errors_past_the_retry_time_go_to_the_queue(world: AzureWorld) -> None:
-    ctx = chain(world, transient_retry_minutes=0)
-    world.workspace.faults.throttle["online_deployments.begin_create_or_update"] = 1
-    with pytest.raises(TransientError, match="throttled"):
-        start(ctx, world)
+def test_transient_errors_past_the_retry_time_end_the_run_with_the_last_error(world: AzureWorld) -> None:
+    ctx = chain(world, transient_retry_minutes=0, deployment_timeout_minutes=0)
+    world.workspace.faults.throttle["online_deployments.begin_create_or_update"] = 5
+    start(ctx, world)
+    run = only_run(ctx)
+    assert (run.status, run.error_category, run.error_stage) == (RunStatus.FAILED, "transient_errors", "deploying")
+    assert "throttled" in run.error_message
+    assert endpoints(world) == {}
 
 
 def test_retry_delays_grow_with_jitter_and_honour_retry_after() -> None:
