@@ -22,6 +22,7 @@ from shared.settings import STATE_DIR, STORAGE_CONNECTION, azurite_connection_st
 
 SERVICES = ("azurite", "eventgrid", "runner")
 DEFAULT_CLEANUP_SCHEDULE = "0 */10 * * * *"
+DEFAULT_RECONCILE_SCHEDULE = "0 */5 * * * *"
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class LocalStack:
             }
         )
         env.setdefault("AUTOPILOT_CLEANUP_SCHEDULE", DEFAULT_CLEANUP_SCHEDULE)
+        env.setdefault("AUTOPILOT_RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE)
         return env
 
     def status(self) -> dict[str, bool]:

@@ -144,4 +144,4 @@ def test_the_claim_lease_is_host_jsons_function_timeout() -> None:
     hours, minutes, seconds = json.loads((Path(__file__).parents[2] / "host.json").read_text())[
         "functionTimeout"
     ].split(":")
-    assert CLAIM_LEASE == timedelta(hours=int(hours), minutes=int(minutes), seconds=int(seconds))
+    assert timedelta(hours=int(hours), minutes=int(minutes), seconds=int(seconds)) == CLAIM_LEASE
