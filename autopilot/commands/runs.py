@@ -84,6 +84,9 @@ def describe(run: Run) -> str:
     ]
     for stage, moment in stage_times_in_order(run):
         lines.append(f"  {moment}  {stage}")
+    stages = {stage.value for stage in STAGE_ORDER}
+    for moment, event in sorted((moment, event) for event, moment in run.stage_times.items() if event not in stages):
+        lines.append(f"  {moment}  {event}")
     if run.validation.get("summary"):
         lines.append(f"validation {run.validation['summary']}")
     if run.job_name:
@@ -102,6 +105,13 @@ def describe(run: Run) -> str:
             f"smoke     {'passed' if run.smoke.get('passed') else 'FAILED'} ({run.smoke.get('requests')} requests"
             f"{similar})"
         )
+    if run.retries:
+        counts = ", ".join(f"{step} {count}" for step, count in sorted(run.retries.items()))
+        lines.append(
+            f"retries   {counts} (transient errors tried again; reconciled_*: moved on by the reconcile timer)"
+        )
+    if run.removed:
+        lines.append(f"removed   {', '.join(run.removed)}")
     if run.error_message:
         lines.append(f"error     [{run.error_category} in {run.error_stage}] {run.error_message}")
     return "\n".join(lines)
