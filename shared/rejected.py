@@ -175,7 +175,13 @@ def safe_text(text: str, limit: int = MAX_TEXT_CHARACTERS) -> str:
 
 def safe_document(document: Any) -> str:
     """An event or message as recorded: JSON (or its text), secrets masked, escaped, capped."""
-    text = document if isinstance(document, str) else json.dumps(_masked_values(document), sort_keys=True, default=str)
+    try:
+        text = (
+            document if isinstance(document, str) else json.dumps(_masked_values(document), sort_keys=True, default=str)
+        )
+    except RecursionError:
+        # Nested deeper than Python recurses: what it was is told; its content is not.
+        text = f"({type(document).__name__} nested too deeply to show)"
     return safe_text(text, MAX_BODY_CHARACTERS)
 
 
@@ -217,7 +223,7 @@ def rejected_message(queue: str, message_id: str, body: bytes | str, reason: str
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
     try:
         document: Any = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         document = text
     input_type = str(document.get("type", "")) if isinstance(document, dict) else ""
     return _record_of(RejectedKind.MESSAGE, queue, message_id, input_type, "", reason, now, safe_document(document))
@@ -503,7 +509,7 @@ def _poison_line(message: PoisonMessage, reasons: Mapping[tuple[str, str], str],
     if text is not None:
         try:
             document = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             document = text
     fields_of = document if isinstance(document, dict) else {}
     run_id = str(fields_of.get("run_id", ""))

@@ -85,7 +85,7 @@ def replay_message(args: argparse.Namespace) -> int:
     if text is not None:
         try:
             body = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         if isinstance(body, dict) and body.get("run_id"):
             what = f" ({safe_text(str(body.get('type', 'message')), 100)} of run {safe_text(str(body['run_id']), 100)})"

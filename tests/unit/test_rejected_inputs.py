@@ -9,6 +9,7 @@ event is recorded once, with why, without secrets; a failure of the store itself
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ from shared.rejected import (
     LoggedRejectedInputs,
     list_set_aside,
     replay_poison_message,
+    safe_document,
     set_aside_if_malformed,
 )
 from shared.stages.context import StageContext
@@ -82,8 +84,8 @@ class Out(func.Out[str]):
     def set(self, val: str) -> None:
         self.value = val
 
-    def get(self) -> str | None:
-        return self.value
+    def get(self) -> str:
+        return self.value or ""
 
 
 # The kinds of bad delivery seen on the local stack (issue 10): each answered normally and recorded once.
@@ -174,6 +176,22 @@ def test_the_record_holds_no_secret_and_is_capped(app: StageContext) -> None:
         assert secret not in record.body
     assert "sig=***" in record.body and "AccountKey=***" in record.body and "Bearer ***" in record.body
     assert len(record.body) < MAX_BODY_CHARACTERS + 100 and "[cut: " in record.body
+
+
+def test_masking_a_long_run_of_base64_characters_takes_linear_time() -> None:
+    # An event's data is anyone's text: a quadratic pattern would hold the function for minutes.
+    started = time.monotonic()
+    assert safe_document({"blob": "A" * 300_000}).startswith('{"blob": "AAAA')
+    assert time.monotonic() - started < 1.0
+
+
+def test_an_event_nested_deeper_than_python_recurses_is_still_set_aside(app: StageContext) -> None:
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    dataset_arrival(event(BLOB_CREATED, "", {"deep": deep}))
+    (record,) = rejected(app).rows.values()
+    assert record.body == "(dict nested too deeply to show)"
 
 
 def test_the_record_id_is_a_safe_table_key_whatever_the_event_holds(app: StageContext) -> None:
