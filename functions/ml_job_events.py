@@ -7,6 +7,9 @@ Out: `RegisterModel` on `register-model` ({"type", "run_id", "job_name"}) when t
 a failed or canceled job ends its run. When the event says the job ended but the backend still reads
 it in progress, `CheckFinetuneJob` on `check-finetune-job` ({"type", "run_id", "job_name", "attempt"}),
 delayed 30 s, reads it again (see `functions.check_finetune_job`); duplicate events keep one chain of checks.
+An event it can never use (another event type, a malformed subject, no run id) is recorded in the
+rejected-inputs table and answered with success, so Event Grid does not retry it; a transient failure is
+raised, so Event Grid does.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ class QueueMessage:
         """Parse a message body; anything unexpected raises `MalformedMessageError`."""
         try:
             raw = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise MalformedMessageError(f"{cls.queue}: message body is not JSON ({exc}).") from None
         if not isinstance(raw, dict):
             raise MalformedMessageError(f"{cls.queue}: message body is not a JSON object.")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, BinaryIO, Protocol, cast
 
-from shared.errors import BlobChangedError, TransientError
+from shared.errors import BlobChangedError, MalformedMessageError, TransientError
 from shared.storage_connection import StorageConnection, as_storage_connection
 
 
@@ -228,6 +228,21 @@ class TableFolderTracker:
         self._table = service.create_table_if_not_exists(table_name)
 
     def record_event(self, dataset: str, version: str, at: datetime) -> None:
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            self._record_event(dataset, version, at)
+        except HttpResponseError as exc:
+            if exc.status_code != 400:
+                raise
+            # The key checks at the door should make this impossible; should one slip by, the event can
+            # never succeed and must be set aside, not retried for a day.
+            raise MalformedMessageError(
+                f"Table Storage refused the dataset folder {dataset!r}/{version!r} as a key ({exc.message}): "
+                "rename the folder"
+            ) from exc
+
+    def _record_event(self, dataset: str, version: str, at: datetime) -> None:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
