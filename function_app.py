@@ -1,4 +1,4 @@
-"""The function app: logging, then one Blueprint per stage. Domain code lives in `shared/`."""
+"""The function app: logging and telemetry, then one Blueprint per stage. Domain code lives in `shared/`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from functions import (
     cancel_run,
     check_finetune_job,
     cleanup_idle_endpoints,
+    dashboard_api,
     dataset_arrival,
     deploy_model,
     endpoints_api,
@@ -25,8 +26,11 @@ from functions import (
     submit_finetune,
     validate_dataset,
 )
+from shared.telemetry import configure_telemetry
 
 logging.getLogger("azure").setLevel(logging.WARNING)
+# Exporters only where a telemetry setting names one (shared/telemetry.py); none set: nothing is imported.
+configure_telemetry()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 for stage in (
@@ -47,5 +51,6 @@ for stage in (
     runs_api,
     endpoints_api,
     rejected_api,
+    dashboard_api,
 ):
     app.register_functions(stage.bp)

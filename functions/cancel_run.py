@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions.support import parse_message
+from functions.support import parse_message, traced_stage
 from shared.bootstrap import stage_context
 from shared.messages import CANCEL_QUEUE, CancelRun
 from shared.settings import STORAGE_CONNECTION
@@ -20,4 +20,6 @@ bp = func.Blueprint()
 
 @bp.queue_trigger(arg_name="message", queue_name=CANCEL_QUEUE, connection=STORAGE_CONNECTION)
 def cancel_run(message: func.QueueMessage) -> None:
-    cancel.cancel_run(parse_message(message, CancelRun), stage_context())
+    command = parse_message(message, CancelRun)
+    with traced_stage("cancel_run", command.run_id):
+        cancel.cancel_run(command, stage_context())

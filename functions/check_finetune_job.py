@@ -25,5 +25,5 @@ bp = func.Blueprint()
 @bp.queue_output(arg_name="next_message", queue_name=REGISTER_QUEUE, connection=STORAGE_CONNECTION)
 def check_finetune_job(message: func.QueueMessage, next_message: func.Out[str]) -> None:
     command = parse_message(message, CheckFinetuneJob)
-    with recorded_on_last_try(command.run_id, message.dequeue_count):
+    with recorded_on_last_try(command.run_id, message.dequeue_count, stage="check_finetune_job"):
         hand_on(next_message, training.check_finetune_job(command, stage_context()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from functions.support import traced_stage
 from shared.bootstrap import stage_context
 from shared.settings import CLEANUP_SCHEDULE
 from shared.stages.cleanup import clean_up_idle_endpoints
@@ -21,5 +22,6 @@ bp = func.Blueprint()
 @bp.timer_trigger(arg_name="timer", schedule=f"%{CLEANUP_SCHEDULE}%", run_on_startup=False, use_monitor=False)
 def cleanup_idle_endpoints(timer: func.TimerRequest) -> None:
     ctx = stage_context()
-    retry_pending_removals(ctx)
-    clean_up_idle_endpoints(ctx)
+    with traced_stage("cleanup_idle_endpoints"):
+        retry_pending_removals(ctx)
+        clean_up_idle_endpoints(ctx)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from functions.support import traced_stage
 from shared.bootstrap import stage_context
 from shared.events import BlobCreated
 from shared.rejected import set_aside_if_malformed
 from shared.stages.intake import note_blob_created
+from shared.telemetry import note_handed_on
 
 bp = func.Blueprint()
 
@@ -25,4 +27,6 @@ def dataset_arrival(event: func.EventGridEvent) -> None:
     ctx = stage_context()
     with set_aside_if_malformed(ctx, "dataset_arrival", event):
         blob = BlobCreated.parse(event.id, event.event_type, event.subject, event.get_json())
-        note_blob_created(blob, ctx)
+        with traced_stage("dataset_arrival"):
+            # The settle message (sent delayed, not through a binding) names the dataset for the span.
+            note_handed_on(note_blob_created(blob, ctx))

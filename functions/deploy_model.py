@@ -22,5 +22,5 @@ bp = func.Blueprint()
 @bp.queue_output(arg_name="next_message", queue_name=SMOKE_TEST_QUEUE, connection=STORAGE_CONNECTION)
 def deploy_model(message: func.QueueMessage, next_message: func.Out[str]) -> None:
     command = parse_message(message, DeployModel)
-    with recorded_on_last_try(command.run_id, message.dequeue_count):
+    with recorded_on_last_try(command.run_id, message.dequeue_count, stage="deploy_model"):
         hand_on(next_message, rollout.deploy_model(command, stage_context()))

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions.support import hand_on
+from functions.support import hand_on, traced_stage
 from shared.bootstrap import stage_context
 from shared.events import MLJobEvent
 from shared.messages import REGISTER_QUEUE
+from shared.ml.port import RUN_TAG
 from shared.rejected import set_aside_if_malformed
 from shared.settings import STORAGE_CONNECTION
 from shared.stages.training import handle_ml_job_event
@@ -33,4 +34,5 @@ def ml_job_events(event: func.EventGridEvent, next_message: func.Out[str]) -> No
     ctx = stage_context()
     with set_aside_if_malformed(ctx, "ml_job_events", event):
         job_event = MLJobEvent.parse(event.id, event.event_type, event.subject, event.get_json())
-        hand_on(next_message, handle_ml_job_event(job_event, ctx))
+        with traced_stage("ml_job_events", job_event.tags.get(RUN_TAG, "")):
+            hand_on(next_message, handle_ml_job_event(job_event, ctx))

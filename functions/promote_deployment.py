@@ -20,5 +20,5 @@ bp = func.Blueprint()
 @bp.queue_trigger(arg_name="message", queue_name=PROMOTE_QUEUE, connection=STORAGE_CONNECTION)
 def promote_deployment(message: func.QueueMessage) -> None:
     command = parse_message(message, PromoteDeployment)
-    with recorded_on_last_try(command.run_id, message.dequeue_count):
+    with recorded_on_last_try(command.run_id, message.dequeue_count, stage="promote_deployment"):
         rollout.promote_deployment(command, stage_context())

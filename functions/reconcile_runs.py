@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from functions.support import traced_stage
 from shared.bootstrap import stage_context
 from shared.settings import RECONCILE_SCHEDULE
 from shared.stages.reconcile import reconcile_runs as reconcile
@@ -25,4 +26,5 @@ bp = func.Blueprint()
 # fires however far the app scales out (#scale-out), so firings seldom overlap; when they do, each run is acted on once.
 @bp.timer_trigger(arg_name="timer", schedule=f"%{RECONCILE_SCHEDULE}%", run_on_startup=False, use_monitor=False)
 def reconcile_runs(timer: func.TimerRequest) -> None:
-    reconcile(stage_context())
+    with traced_stage("reconcile_runs"):
+        reconcile(stage_context())

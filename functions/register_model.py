@@ -21,5 +21,5 @@ bp = func.Blueprint()
 @bp.queue_output(arg_name="next_message", queue_name=DEPLOY_QUEUE, connection=STORAGE_CONNECTION)
 def register_model(message: func.QueueMessage, next_message: func.Out[str]) -> None:
     command = parse_message(message, RegisterModel)
-    with recorded_on_last_try(command.run_id, message.dequeue_count):
+    with recorded_on_last_try(command.run_id, message.dequeue_count, stage="register_model"):
         hand_on(next_message, rollout.register_model(command, stage_context()))

@@ -23,7 +23,7 @@ bp = func.Blueprint()
 @bp.queue_trigger(arg_name="message", queue_name=RESTORE_QUEUE, connection=STORAGE_CONNECTION)
 def restore_endpoint(message: func.QueueMessage) -> None:
     command = parse_message(message, RestoreEndpoint)
-    with recorded_on_last_try(command.run_id, message.dequeue_count, _record_failure):
+    with recorded_on_last_try(command.run_id, message.dequeue_count, _record_failure, stage="restore_endpoint"):
         restore.restore_endpoint(command, stage_context())
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions.support import hand_on, parse_message
+from functions.support import hand_on, parse_message, traced_stage
 from shared.bootstrap import stage_context
 from shared.messages import SETTLE_QUEUE, VALIDATE_QUEUE, SettleDatasetFolder
 from shared.settings import STORAGE_CONNECTION
@@ -21,4 +21,6 @@ bp = func.Blueprint()
 @bp.queue_trigger(arg_name="message", queue_name=SETTLE_QUEUE, connection=STORAGE_CONNECTION)
 @bp.queue_output(arg_name="next_message", queue_name=VALIDATE_QUEUE, connection=STORAGE_CONNECTION)
 def settle_dataset(message: func.QueueMessage, next_message: func.Out[str]) -> None:
-    hand_on(next_message, settle_dataset_folder(parse_message(message, SettleDatasetFolder), stage_context()))
+    command = parse_message(message, SettleDatasetFolder)
+    with traced_stage("settle_dataset", dataset=command.dataset):
+        hand_on(next_message, settle_dataset_folder(command, stage_context()))

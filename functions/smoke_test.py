@@ -22,5 +22,5 @@ bp = func.Blueprint()
 @bp.queue_output(arg_name="next_message", queue_name=PROMOTE_QUEUE, connection=STORAGE_CONNECTION)
 def smoke_test(message: func.QueueMessage, next_message: func.Out[str]) -> None:
     command = parse_message(message, SmokeTestDeployment)
-    with recorded_on_last_try(command.run_id, message.dequeue_count):
+    with recorded_on_last_try(command.run_id, message.dequeue_count, stage="smoke_test"):
         hand_on(next_message, smoke_test_deployment(command, stage_context()))

@@ -20,5 +20,5 @@ bp = func.Blueprint()
 @bp.queue_trigger(arg_name="message", queue_name=SUBMIT_QUEUE, connection=STORAGE_CONNECTION)
 def submit_finetune(message: func.QueueMessage) -> None:
     command = parse_message(message, SubmitFinetuneJob)
-    with recorded_on_last_try(command.run_id, message.dequeue_count):
+    with recorded_on_last_try(command.run_id, message.dequeue_count, stage="submit_finetune"):
         training.submit_finetune_job(command, stage_context())

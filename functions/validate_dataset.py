@@ -21,5 +21,5 @@ bp = func.Blueprint()
 @bp.queue_output(arg_name="next_message", queue_name=SUBMIT_QUEUE, connection=STORAGE_CONNECTION)
 def validate_dataset(message: func.QueueMessage, next_message: func.Out[str]) -> None:
     command = parse_message(message, ValidateDataset)
-    with recorded_on_last_try(command.run_id, message.dequeue_count):
+    with recorded_on_last_try(command.run_id, message.dequeue_count, stage="validate_dataset"):
         hand_on(next_message, validate_run(command, stage_context()))

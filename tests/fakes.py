@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import itertools
@@ -32,7 +33,8 @@ class FakeRunLedger:
 
     def get(self, run_id: str) -> Run | None:
         row = self.rows.get(run_id)
-        return None if row is None else replace(row, stage_times=dict(row.stage_times), inputs=list(row.inputs))
+        # A copy as deep as the Table adapter's (every row is parsed anew), so callers never share state.
+        return None if row is None else copy.deepcopy(row)
 
     def replace(self, run: Run) -> Run:
         if self.rows[run.run_id].etag != run.etag:
