@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from shared.messages import ALL_QUEUES
+from tests.app_functions import app_functions
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ["azure.ai.ml", "pandas", "datasets", "torch", "transformers", "mlflow", "pyarrow", "azure.storage.blob"]
@@ -22,12 +23,10 @@ def test_importing_function_app_loads_no_heavy_library() -> None:
 
 
 def test_every_stage_is_its_own_function_with_the_expected_trigger() -> None:
-    import function_app
-
     triggers = {}
     outputs = {}
     schedules = {}
-    for function in function_app.app.get_functions():
+    for function in app_functions():
         bindings = [binding.get_dict_repr() for binding in function.get_bindings()]
         trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
         triggers[function.get_function_name()] = (trigger["type"], trigger.get("queueName") or trigger.get("route"))
@@ -47,6 +46,7 @@ def test_every_stage_is_its_own_function_with_the_expected_trigger() -> None:
         "promote_deployment": ("queueTrigger", "promote-deployment"),
         "cleanup_idle_endpoints": ("timerTrigger", None),
         "reconcile_runs": ("timerTrigger", None),
+        "show_dashboard": ("httpTrigger", "dashboard"),
         "list_runs": ("httpTrigger", "runs"),
         "get_run": ("httpTrigger", "runs/{run_id}"),
         "restore_endpoint": ("queueTrigger", "restore-endpoint"),

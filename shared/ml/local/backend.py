@@ -57,6 +57,8 @@ SERVING_MODULE = "shared.ml.local.serving"
 WATCH_SECONDS = 5.0
 SCORE_TIMEOUT_SECONDS = 300.0
 TRANSIENT_HTTP = frozenset({408, 429, 502, 503, 504})
+# The metrics `shared.ml.local.training` logs by step.
+LOSS_METRICS = ("train_loss", "eval_loss")
 
 
 def _free_port() -> int:
@@ -198,6 +200,29 @@ class LocalMLBackend:
         record = self.store.read_job(job_name)
         progress = None if record is None else record.get("progress")
         return dict(progress) if progress else None
+
+    def loss_history(self, job_name: str) -> dict[str, list[tuple[int, float]]]:
+        """The job's `train_loss` and `eval_loss` by step, as its process logged them to MLflow ([(step, loss)]).
+
+        Empty before the job has an MLflow run. Read only: the dashboard draws its loss curve from it.
+        """
+        record = self.store.read_job(job_name)
+        run_id = None if record is None else record.get("mlflow_run_id")
+        if not run_id:
+            return {}
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        try:
+            client = MlflowClient(tracking_uri=self.store.tracking_uri)
+            return {
+                key: sorted(
+                    (int(metric.step), float(metric.value)) for metric in client.get_metric_history(run_id, key)
+                )
+                for key in LOSS_METRICS
+            }
+        except MlflowException as exc:
+            raise BackendError(f"could not read the losses of local job {job_name} from MLflow: {exc}") from exc
 
     def get_job(self, job_name: str) -> JobInfo:
         record = self.store.read_job(job_name)
