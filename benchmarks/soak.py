@@ -578,9 +578,11 @@ class RunnerKiller(threading.Thread):
     def run(self) -> None:
         path = self._soak.state_dir / "simulated-backend.json"
         pending = list(EFFECTS)
+        random_left = self._random_kills
+        next_random = time.monotonic() + self._rng.uniform(3, 15)
         old = self._soak.backend()
         seen_mtime = 0.0
-        while pending and not self.stopping.is_set():
+        while (pending or random_left) and not self.stopping.is_set():
             mtime = path.stat().st_mtime if path.exists() else 0.0
             if mtime != seen_mtime:
                 seen_mtime = mtime
@@ -588,14 +590,14 @@ class RunnerKiller(threading.Thread):
                     new = self._soak.backend()
                     happened = [(name, test) for name, test in pending if test(old, new)]
                     if happened:
-                        self._kill(happened[0][0])
+                        self._kill(f"right after: {happened[0][0]}")
                         pending.remove(happened[0])
                     old = new
+            if random_left and time.monotonic() >= next_random:
+                self._kill("at a random moment")
+                random_left -= 1
+                next_random = time.monotonic() + self._rng.uniform(3, 15)
             self.stopping.wait(0.01)
-        for _ in range(self._random_kills):
-            if self.stopping.wait(self._rng.uniform(3, 15)):
-                return
-            self._kill("at random")
 
     def _kill(self, why: str) -> None:
         started = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,11 @@ from typing import Any
 # `[d.]hh:mm:ss[.fffffff]`, the .NET TimeSpan form host.json uses.
 _TIMESPAN = re.compile(r"^(?:(?P<days>\d+)\.)?(?P<hours>\d+):(?P<minutes>\d{1,2}):(?P<seconds>\d{1,2}(?:\.\d+)?)$")
 MAX_BATCH_SIZE = 32
+# An app setting `AzureFunctionsJobHost__<path>` overrides the host.json value at that path, `__` standing
+# for each level ("Override host.json values",
+# https://learn.microsoft.com/azure/azure-functions/functions-host-json#override-hostjson-values). The
+# deployed host.json carries Azure's values; the local stack sets its fast polling this way.
+OVERRIDE_PREFIX = "AzureFunctionsJobHost__"
 
 
 def parse_timespan(text: str) -> float:
@@ -71,16 +77,35 @@ class HostConfig:
         return cls(queues=queue_settings, function_timeout=function_timeout, route_prefix=route_prefix)
 
     @classmethod
-    def load(cls, app_dir: Path) -> HostConfig:
-        """Read `app_dir/host.json`; the defaults when there is none."""
+    def load(cls, app_dir: Path, env: Mapping[str, str] | None = None) -> HostConfig:
+        """Read `app_dir/host.json` (the defaults when there is none), with `env`'s overrides applied."""
         path = app_dir / "host.json"
-        if not path.exists():
-            return cls()
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from None
-        return cls.from_dict(document)
+        document: dict[str, Any] = {}
+        if path.exists():
+            try:
+                document = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        return cls.from_dict(with_overrides(document, env or {}))
+
+
+def with_overrides(document: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """`document` with every `AzureFunctionsJobHost__a__b` setting of `env` written at `a.b` (keys matched
+    case-insensitively, as the host's configuration is)."""
+    result = json.loads(json.dumps(document))
+    for name, value in env.items():
+        if not name.lower().startswith(OVERRIDE_PREFIX.lower()) or len(name) == len(OVERRIDE_PREFIX):
+            continue
+        *parents, leaf = name[len(OVERRIDE_PREFIX) :].split("__")
+        section = result
+        for part in parents:
+            key = next((existing for existing in section if existing.lower() == part.lower()), part)
+            if not isinstance(section.get(key), dict):
+                section[key] = {}
+            section = section[key]
+        key = next((existing for existing in section if existing.lower() == leaf.lower()), leaf)
+        section[key] = value
+    return result
 
 
 def _seconds(section: dict[str, Any], key: str, default: float) -> float:

@@ -1122,7 +1122,7 @@ def serve(
     applied = load_local_settings(app_dir, os.environ)
     if applied:
         log.info("Loaded %d settings from local.settings.json.", len(applied))
-    config = HostConfig.load(app_dir)
+    config = HostConfig.load(app_dir, os.environ)
     app = load_function_app(app_dir)
     function_host = LocalFunctionHost(app, app_dir=app_dir, config=config, env=os.environ, host=host, port=port)
     stop = threading.Event() if stop is None else stop

@@ -23,6 +23,11 @@ from shared.settings import STATE_DIR, STORAGE_CONNECTION, azurite_connection_st
 SERVICES = ("azurite", "eventgrid", "runner")
 DEFAULT_CLEANUP_SCHEDULE = "0 */10 * * * *"
 DEFAULT_RECONCILE_SCHEDULE = "0 */5 * * * *"
+# App settings that override host.json values (autopilot.local.hostconfig.OVERRIDE_PREFIX), as in Azure.
+LOCAL_HOST_OVERRIDES = {
+    "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:02",
+    "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:05",
+}
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,9 @@ class LocalStack:
         )
         env.setdefault("AUTOPILOT_CLEANUP_SCHEDULE", DEFAULT_CLEANUP_SCHEDULE)
         env.setdefault("AUTOPILOT_RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE)
+        # host.json carries Azure's polling; locally every stage should follow the last within seconds.
+        for name, value in LOCAL_HOST_OVERRIDES.items():
+            env.setdefault(name, value)
         return env
 
     def status(self) -> dict[str, bool]:

@@ -91,3 +91,22 @@ def test_invalid_json_names_the_file(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match=r"host\.json is not valid JSON"):
         HostConfig.load(tmp_path)
+
+
+def test_app_settings_override_host_json_values_level_by_level() -> None:
+    env = {
+        "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:02",
+        "azurefunctionsjobhost__Extensions__Queues__visibilityTimeout": "00:00:05",
+        "AzureFunctionsJobHost__functionTimeout": "00:03:00",
+        "OTHER": "x",
+    }
+    config = HostConfig.load(PROJECT_ROOT, env)
+    assert config.queues.max_polling_interval == 2.0 and config.queues.visibility_timeout == 5.0
+    assert config.function_timeout == 180.0
+    # the file itself keeps Azure's values
+    assert HostConfig.load(PROJECT_ROOT).queues.max_polling_interval >= 10
+
+
+def test_the_deployed_host_json_does_not_poll_every_two_seconds() -> None:
+    queues = json.loads((PROJECT_ROOT / "host.json").read_text())["extensions"]["queues"]
+    assert parse_timespan(queues["maxPollingInterval"]) >= 10
