@@ -9,6 +9,7 @@ import azure.functions as func
 from functions import (
     cancel_run,
     check_finetune_job,
+    cleanup_api,
     cleanup_idle_endpoints,
     dashboard_api,
     dataset_arrival,
@@ -51,6 +52,7 @@ for stage in (
     runs_api,
     endpoints_api,
     rejected_api,
+    cleanup_api,
     dashboard_api,
 ):
     app.register_functions(stage.bp)

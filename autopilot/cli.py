@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
+import os
 from collections.abc import Sequence
+
+from autopilot.commands.exits import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, run_command
 
 # Each module registers its subcommand(s); the order here is the order in `--help`.
 COMMAND_MODULES = (
@@ -15,20 +17,26 @@ COMMAND_MODULES = (
     "autopilot.commands.rejected",
     "autopilot.commands.demo",
     "autopilot.commands.endpoints",
+    "autopilot.commands.cleanup",
     "autopilot.commands.validate",
     "autopilot.commands.prepare",
     "autopilot.commands.plan",
 )
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "build_parser", "main"]
+DEBUG_HELP = "on an error, print the traceback too (or set AUTOPILOT_DEBUG=1)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="autopilot", description="Keep a fine-tuned chat model fresh, driven by events."
+        prog="autopilot",
+        description="Keep a fine-tuned chat model fresh, driven by events.",
+        epilog=(
+            "exit codes: 0 success; 1 the thing checked failed (rejected dataset, failed run); 2 usage error or "
+            "not found; 3 the local stack or Azure unreachable; 4 unexpected error (a bug); 130 interrupted"
+        ),
     )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -38,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(subparsers)
+    for command in subparsers.choices.values():
+        # After the command too (`autopilot runs --debug`); SUPPRESS keeps the global flag's value when absent.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
@@ -47,8 +58,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(args, debug=args.debug or os.environ.get("AUTOPILOT_DEBUG", "") not in ("", "0"))

@@ -102,6 +102,15 @@ param idleEndpointMinutes int = 120
 @description('NCRONTAB (six fields, UTC) of the idle-endpoint cleanup (AUTOPILOT_CLEANUP_SCHEDULE).')
 param cleanupSchedule string = '0 */10 * * * *'
 
+@description('The idle cleanup leaves an endpoint alone this long after its creation or a restore (AUTOPILOT_CLEANUP_GRACE_MINUTES).')
+param cleanupGraceMinutes int = 60
+
+@description('The idle cleanup only reports what it would delete (AUTOPILOT_CLEANUP_DRY_RUN).')
+param cleanupDryRun bool = false
+
+@description('The most endpoints one cleanup pass deletes (AUTOPILOT_CLEANUP_MAX_DELETIONS).')
+param cleanupMaxDeletions int = 5
+
 @description('NCRONTAB (six fields, UTC) of the reconcile timer (AUTOPILOT_RECONCILE_SCHEDULE).')
 param reconcileSchedule string = '0 */5 * * * *'
 
@@ -119,6 +128,9 @@ param foldersTableName string = 'autopilotfolders'
 
 @description('Table of rejected events and messages (AUTOPILOT_REJECTED_TABLE).')
 param rejectedTableName string = 'autopilotrejected'
+
+@description('Table of the idle cleanup\'s decisions (AUTOPILOT_CLEANUP_TABLE).')
+param cleanupTableName string = 'autopilotcleanup'
 
 @description('How long Event Grid keeps trying to deliver one event before it is dead-lettered, in minutes (at most 1440).')
 @minValue(1)
@@ -189,6 +201,7 @@ var appSettings = {
   AUTOPILOT_RUNS_TABLE: runsTableName
   AUTOPILOT_FOLDERS_TABLE: foldersTableName
   AUTOPILOT_REJECTED_TABLE: rejectedTableName
+  AUTOPILOT_CLEANUP_TABLE: cleanupTableName
   AUTOPILOT_QUIET_PERIOD_SECONDS: '30'
   AUTOPILOT_BASE_MODEL: baseModel
   AUTOPILOT_BASE_MODEL_VERSION: baseModelVersion
@@ -209,12 +222,30 @@ var appSettings = {
   AUTOPILOT_SMOKE_MIN_SIMILARITY: '0'
   AUTOPILOT_IDLE_ENDPOINT_MINUTES: string(idleEndpointMinutes)
   AUTOPILOT_CLEANUP_SCHEDULE: cleanupSchedule
+  AUTOPILOT_CLEANUP_GRACE_MINUTES: string(cleanupGraceMinutes)
+  AUTOPILOT_CLEANUP_DRY_RUN: string(cleanupDryRun)
+  AUTOPILOT_CLEANUP_MAX_DELETIONS: string(cleanupMaxDeletions)
+  // Progressive traffic: 10 % for a 10-minute bake judged on Azure Monitor's figures, then 100 %.
+  AUTOPILOT_TRAFFIC_STEPS: '10,100'
+  AUTOPILOT_BAKE_MINUTES: '10'
+  AUTOPILOT_MIRROR_PERCENT: '0'
+  AUTOPILOT_CANARY_MIN_REQUESTS: '20'
+  AUTOPILOT_CANARY_ERROR_RATE_MARGIN: '1'
+  AUTOPILOT_CANARY_LATENCY_RATIO: '1.5'
   AUTOPILOT_DEPLOYMENT_POLL_SECONDS: '30'
   AUTOPILOT_DEPLOYMENT_TIMEOUT_MINUTES: '30'
   AUTOPILOT_TRANSIENT_RETRY_MINUTES: '60'
   AUTOPILOT_RECONCILE_SCHEDULE: reconcileSchedule
   AUTOPILOT_STALLED_STAGE_MINUTES: '15'
   AUTOPILOT_TRAINING_CHECK_MINUTES: '30'
+  // Lifecycle events go to the custom topic, signed in as the app's identity (EventGrid Data Sender on the topic,
+  // rbac.bicep); no key: the topic has local auth off.
+  AUTOPILOT_LIFECYCLE_TOPIC_ENDPOINT: eventGrid.outputs.lifecycleTopicEndpoint
+  AUTOPILOT_LIFECYCLE_TOPIC_KEY: ''
+  // Redeploy on registration is off until someone names the models (shared/stages/redeploy.py).
+  AUTOPILOT_REDEPLOY_MODELS: ''
+  AUTOPILOT_REDEPLOY_ENDPOINT: ''
+  AUTOPILOT_REDEPLOY_TEST_CONVERSATIONS: ''
   // Read only by the simulated and local ML backends, which do not run in Azure: their defaults, and a writable
   // folder for state (the app's own folder is read-only on Flex Consumption).
   AUTOPILOT_STATE_DIR: '/tmp/autopilot'
@@ -271,6 +302,7 @@ module storage 'app/storage.bicep' = {
       runsTableName
       foldersTableName
       rejectedTableName
+      cleanupTableName
     ]
   }
 }

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 
+from shared.cleanup_log import TableCleanupLog
 from shared.errors import ConfigurationError
 from shared.ledger import TableRunLedger
+from shared.lifecycle import build_lifecycle_publisher
 from shared.ml.port import MLBackend
 from shared.queueing import StorageQueueSender
 from shared.rejected import PoisonQueues, StoragePoisonQueues, TableRejectedInputs
@@ -43,8 +45,11 @@ def build_backend(settings: Settings) -> MLBackend:
     )
 
 
-def build_context(settings: Settings) -> StageContext:
-    """The stages' adapters; every storage client shares one connection (a connection string, or an identity)."""
+def build_context(settings: Settings, backend: MLBackend | None = None) -> StageContext:
+    """The stages' adapters; every storage client shares one connection (a connection string, or an identity).
+
+    `backend`: one built by the caller (the CLI's, which watches no jobs), else the one the settings name.
+    """
     connection = settings.storage_connection
     return StageContext(
         settings=settings,
@@ -52,8 +57,10 @@ def build_context(settings: Settings) -> StageContext:
         blobs=AzureBlobStore(connection),
         folders=TableFolderTracker(connection, settings.folders_table),
         sender=StorageQueueSender(connection),
-        backend=build_backend(settings),
+        backend=backend if backend is not None else build_backend(settings),
         rejected=TableRejectedInputs(connection, settings.rejected_table),
+        lifecycle=build_lifecycle_publisher(settings),
+        cleanup=TableCleanupLog(connection, settings.cleanup_table),
     )
 
 

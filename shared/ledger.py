@@ -69,6 +69,7 @@ _JSON_FIELDS = frozenset(
         "base_model_info",
         "removed",
         "retries",
+        "traffic_steps",
     }
 )
 
@@ -123,6 +124,8 @@ class Run:
     # Transient failures met per stage, for the growing delay before the next try.
     retries: dict[str, int] = field(default_factory=dict)
     smoke: dict[str, Any] = field(default_factory=dict)
+    # The progressive-traffic steps of the promote stage: share, mode, start, and the figures it was judged on.
+    traffic_steps: list[dict[str, Any]] = field(default_factory=list)
     endpoint_state: str = ""
     error_category: str = ""
     error_message: str = ""

@@ -19,6 +19,7 @@ ARTIFACTS_CONTAINER = "AUTOPILOT_ARTIFACTS_CONTAINER"
 RUNS_TABLE = "AUTOPILOT_RUNS_TABLE"
 FOLDERS_TABLE = "AUTOPILOT_FOLDERS_TABLE"
 REJECTED_TABLE = "AUTOPILOT_REJECTED_TABLE"
+CLEANUP_TABLE = "AUTOPILOT_CLEANUP_TABLE"
 QUIET_PERIOD_SECONDS = "AUTOPILOT_QUIET_PERIOD_SECONDS"
 ML_BACKEND = "AUTOPILOT_ML_BACKEND"
 BASE_MODEL = "AUTOPILOT_BASE_MODEL"
@@ -35,6 +36,15 @@ SMOKE_QUALITY_MARGIN = "AUTOPILOT_SMOKE_QUALITY_MARGIN"
 SMOKE_MIN_SIMILARITY = "AUTOPILOT_SMOKE_MIN_SIMILARITY"
 IDLE_ENDPOINT_MINUTES = "AUTOPILOT_IDLE_ENDPOINT_MINUTES"
 CLEANUP_SCHEDULE = "AUTOPILOT_CLEANUP_SCHEDULE"
+CLEANUP_GRACE_MINUTES = "AUTOPILOT_CLEANUP_GRACE_MINUTES"
+CLEANUP_DRY_RUN = "AUTOPILOT_CLEANUP_DRY_RUN"
+CLEANUP_MAX_DELETIONS = "AUTOPILOT_CLEANUP_MAX_DELETIONS"
+TRAFFIC_STEPS = "AUTOPILOT_TRAFFIC_STEPS"
+BAKE_MINUTES = "AUTOPILOT_BAKE_MINUTES"
+MIRROR_PERCENT = "AUTOPILOT_MIRROR_PERCENT"
+CANARY_MIN_REQUESTS = "AUTOPILOT_CANARY_MIN_REQUESTS"
+CANARY_ERROR_RATE_MARGIN = "AUTOPILOT_CANARY_ERROR_RATE_MARGIN"
+CANARY_LATENCY_RATIO = "AUTOPILOT_CANARY_LATENCY_RATIO"
 DEPLOYMENT_POLL_SECONDS = "AUTOPILOT_DEPLOYMENT_POLL_SECONDS"
 DEPLOYMENT_TIMEOUT_MINUTES = "AUTOPILOT_DEPLOYMENT_TIMEOUT_MINUTES"
 TRANSIENT_RETRY_MINUTES = "AUTOPILOT_TRANSIENT_RETRY_MINUTES"
@@ -53,6 +63,11 @@ AZUREML_FINETUNE_INSTANCE_TYPE = "AUTOPILOT_AZUREML_FINETUNE_INSTANCE_TYPE"
 AZUREML_INFERENCE_INSTANCE_TYPE = "AUTOPILOT_AZUREML_INFERENCE_INSTANCE_TYPE"
 AZUREML_INFERENCE_INSTANCE_COUNT = "AUTOPILOT_AZUREML_INFERENCE_INSTANCE_COUNT"
 AZUREML_DATASTORE = "AUTOPILOT_AZUREML_DATASTORE"
+LIFECYCLE_TOPIC_ENDPOINT = "AUTOPILOT_LIFECYCLE_TOPIC_ENDPOINT"
+LIFECYCLE_TOPIC_KEY = "AUTOPILOT_LIFECYCLE_TOPIC_KEY"
+REDEPLOY_MODELS = "AUTOPILOT_REDEPLOY_MODELS"
+REDEPLOY_ENDPOINT = "AUTOPILOT_REDEPLOY_ENDPOINT"
+REDEPLOY_TEST_CONVERSATIONS = "AUTOPILOT_REDEPLOY_TEST_CONVERSATIONS"
 # Telemetry (read by shared/telemetry.py, not part of `Settings`: it is set up while the host indexes the app).
 TELEMETRY = "AUTOPILOT_TELEMETRY"
 APPLICATIONINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
@@ -114,6 +129,22 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigurationError(f"Setting {name}={raw!r} is not a boolean (true or false).")
 
 
+def _traffic_steps(env: Mapping[str, str]) -> tuple[int, ...]:
+    """Rising percentages ending at 100 ("10,100"); "100" or "0" (no steps) gives all traffic at once."""
+    raw = _text(env, TRAFFIC_STEPS, "100")
+    try:
+        steps = tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ConfigurationError(f"Setting {TRAFFIC_STEPS}={raw!r} is not a list of whole percentages.") from None
+    if steps in ((), (0,)):
+        return (100,)
+    if steps[-1] != 100 or any(not 0 < step <= 100 for step in steps) or list(steps) != sorted(set(steps)):
+        raise ConfigurationError(
+            f"Setting {TRAFFIC_STEPS}={raw!r} must rise from above 0 to 100, e.g. 10,100 (0 or 100: all at once)."
+        )
+    return steps
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the stages read from the environment, checked once."""
@@ -125,6 +156,7 @@ class Settings:
     runs_table: str = "autopilotruns"
     folders_table: str = "autopilotfolders"
     rejected_table: str = "autopilotrejected"
+    cleanup_table: str = "autopilotcleanup"
     quiet_period_seconds: float = 30.0
     ml_backend: str = DEFAULT_ML_BACKEND
     base_model: str = "Phi-4"
@@ -142,8 +174,24 @@ class Settings:
     smoke_quality_margin: float = 0.1
     smoke_min_similarity: float = 0.0
     idle_endpoint_minutes: float = 120.0
+    # The idle cleanup leaves an endpoint alone this long after its creation and after a restore ...
+    cleanup_grace_minutes: float = 60.0
+    # ... only reports what it would delete while this is set ...
+    cleanup_dry_run: bool = False
+    # ... and deletes at most this many endpoints per pass.
+    cleanup_max_deletions: int = 5
     deployment_poll_seconds: float = 30.0
     deployment_timeout_minutes: float = 30.0
+    # Progressive traffic: the new deployment's share per step, each before the last baked for
+    # `bake_minutes` and judged against the live deployment (shared/stages/rollout.py); (100,): all at once.
+    traffic_steps: tuple[int, ...] = (100,)
+    bake_minutes: float = 10.0
+    # Above 0: the bake mirrors this share of live traffic to the new deployment instead of splitting it.
+    mirror_percent: int = 0
+    canary_min_requests: int = 20
+    # A breach: an error rate more than this many points above the live one's, or a p95 above this ratio of it.
+    canary_error_rate_margin: float = 1.0
+    canary_latency_ratio: float = 1.5
     # How long a stage keeps putting its message back after transient errors (throttling, 409 while the
     # endpoint is busy, 5xx) before the queue's own few tries take over.
     transient_retry_minutes: float = 60.0
@@ -164,6 +212,15 @@ class Settings:
     azureml_inference_instance_type: str = "Standard_NC24ads_A100_v4"
     azureml_inference_instance_count: int = 1
     azureml_datastore: str = ""
+    # The Event Grid custom topic lifecycle events go to (see shared/lifecycle.py); "" turns them off. With a key
+    # (the local stand-in) the key authenticates, else the app's identity.
+    lifecycle_topic_endpoint: str = ""
+    lifecycle_topic_key: str = field(default="", repr=False)
+    # Models registered outside this app whose names match these (names or glob patterns) are rolled out
+    # (see shared/stages/redeploy.py); () turns that off.
+    redeploy_models: tuple[str, ...] = ()
+    redeploy_endpoint: str = ""
+    redeploy_test_conversations: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -184,6 +241,7 @@ class Settings:
             runs_table=_text(env, RUNS_TABLE, "autopilotruns"),
             folders_table=_text(env, FOLDERS_TABLE, "autopilotfolders"),
             rejected_table=_text(env, REJECTED_TABLE, "autopilotrejected"),
+            cleanup_table=_text(env, CLEANUP_TABLE, "autopilotcleanup"),
             quiet_period_seconds=_number(env, QUIET_PERIOD_SECONDS, 30.0),
             ml_backend=backend,
             base_model=_text(env, BASE_MODEL, default_base_model),
@@ -199,6 +257,15 @@ class Settings:
             smoke_quality_margin=_number(env, SMOKE_QUALITY_MARGIN, 0.1),
             smoke_min_similarity=_number(env, SMOKE_MIN_SIMILARITY, 0.0),
             idle_endpoint_minutes=_number(env, IDLE_ENDPOINT_MINUTES, 120.0),
+            traffic_steps=_traffic_steps(env),
+            bake_minutes=_number(env, BAKE_MINUTES, 10.0),
+            mirror_percent=int(_number(env, MIRROR_PERCENT, 0)),
+            canary_min_requests=int(_number(env, CANARY_MIN_REQUESTS, 20)),
+            canary_error_rate_margin=_number(env, CANARY_ERROR_RATE_MARGIN, 1.0),
+            canary_latency_ratio=_number(env, CANARY_LATENCY_RATIO, 1.5),
+            cleanup_grace_minutes=_number(env, CLEANUP_GRACE_MINUTES, 60.0),
+            cleanup_dry_run=_flag(env, CLEANUP_DRY_RUN, False),
+            cleanup_max_deletions=int(_number(env, CLEANUP_MAX_DELETIONS, 5)),
             deployment_poll_seconds=_number(env, DEPLOYMENT_POLL_SECONDS, 30.0),
             deployment_timeout_minutes=_number(env, DEPLOYMENT_TIMEOUT_MINUTES, 30.0),
             transient_retry_minutes=_number(env, TRANSIENT_RETRY_MINUTES, 60.0),
@@ -216,6 +283,11 @@ class Settings:
             azureml_inference_instance_type=_text(env, AZUREML_INFERENCE_INSTANCE_TYPE, "Standard_NC24ads_A100_v4"),
             azureml_inference_instance_count=int(_number(env, AZUREML_INFERENCE_INSTANCE_COUNT, 1)),
             azureml_datastore=_text(env, AZUREML_DATASTORE, ""),
+            lifecycle_topic_endpoint=_text(env, LIFECYCLE_TOPIC_ENDPOINT, ""),
+            lifecycle_topic_key=_text(env, LIFECYCLE_TOPIC_KEY, ""),
+            redeploy_models=tuple(name.strip() for name in _text(env, REDEPLOY_MODELS, "").split(",") if name.strip()),
+            redeploy_endpoint=_text(env, REDEPLOY_ENDPOINT, ""),
+            redeploy_test_conversations=_text(env, REDEPLOY_TEST_CONVERSATIONS, ""),
         )
         if settings.quiet_period_seconds < 0:
             raise ConfigurationError(f"Setting {QUIET_PERIOD_SECONDS} must not be negative.")
@@ -231,6 +303,15 @@ class Settings:
             raise ConfigurationError(
                 f"Setting {SMOKE_MIN_SIMILARITY} must lie between 0 and 1 (0 turns the check off)."
             )
+        if not 0 <= settings.mirror_percent <= 50:
+            raise ConfigurationError(f"Setting {MIRROR_PERCENT} must lie between 0 (off) and 50 (Azure ML's limit).")
+        if settings.bake_minutes <= 0 or settings.canary_min_requests < 0 or settings.canary_error_rate_margin < 0:
+            raise ConfigurationError(
+                f"Settings {BAKE_MINUTES} must be above 0, {CANARY_MIN_REQUESTS} and {CANARY_ERROR_RATE_MARGIN} "
+                "not negative."
+            )
+        if settings.canary_latency_ratio < 1:
+            raise ConfigurationError(f"Setting {CANARY_LATENCY_RATIO} must be at least 1 (1.5: 50 % slower at most).")
         if settings.transient_retry_minutes < 0:
             raise ConfigurationError(f"Setting {TRANSIENT_RETRY_MINUTES} must not be negative (0: no retries).")
         for name, minutes in (
@@ -239,6 +320,10 @@ class Settings:
         ):
             if minutes <= 0:
                 raise ConfigurationError(f"Setting {name} must be more than 0 minutes.")
+        if settings.cleanup_grace_minutes < 0:
+            raise ConfigurationError(f"Setting {CLEANUP_GRACE_MINUTES} must not be negative (0: no grace period).")
+        if settings.cleanup_max_deletions < 0:
+            raise ConfigurationError(f"Setting {CLEANUP_MAX_DELETIONS} must not be negative (0: delete nothing).")
         if settings.local_max_jobs < 1:
             raise ConfigurationError(f"Setting {LOCAL_MAX_JOBS} must be at least 1.")
         if settings.azureml_inference_instance_count < 1:

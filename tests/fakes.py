@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import IO, BinaryIO
 
+from shared.cleanup_log import CleanupDecision
 from shared.errors import BlobChangedError, LedgerConflictError, TransientError
 from shared.ledger import Run
 from shared.messages import QueueMessage
@@ -141,6 +142,22 @@ class FakeRejectedInputs:
         return self.rows.get(rejected_id)
 
 
+class FakeCleanupLog:
+    """Cleanup decisions by their row key."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, CleanupDecision] = {}
+
+    def record(self, decision: CleanupDecision) -> None:
+        self.rows[decision.row_key] = decision
+
+    def list_decisions(self, limit: int = 200) -> list[CleanupDecision]:
+        return sorted(self.rows.values(), key=lambda item: item.decided_at, reverse=True)[:limit]
+
+    def deletions(self) -> list[CleanupDecision]:
+        return [decision for decision in self.list_decisions(len(self.rows)) if decision.deleted]
+
+
 class FakePoisonQueues:
     """Poison queues as lists of messages by the queue they came from; `sent` is what `replay` put back."""
 
@@ -197,4 +214,5 @@ def fake_context(**settings_overrides: object) -> StageContext:
         backend=SimulatedMLBackend(job_seconds=None, deploy_seconds=2, clock=clock),
         clock=clock,
         rejected=FakeRejectedInputs(),
+        cleanup=FakeCleanupLog(),
     )

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autopilot.local.processes import PROJECT_ROOT
-from autopilot.local.stack import LocalStack
+from autopilot.local.stack import LocalStack, default_state_dir
 from shared.ledger import Run, RunLedger, TableRunLedger
-from shared.settings import STORAGE_CONNECTION, Settings
+from shared.settings import STATE_DIR, STORAGE_CONNECTION, Settings
 from shared.storage_connection import has_identity_settings
 
 
@@ -19,6 +19,8 @@ def settings_env() -> dict[str, str]:
     """The environment, then `local.settings.json` Values, then the local stack's storage if none is set.
 
     None set: no connection string (or Azurite's short one) and no identity-based connection either.
+    The state folder is the project's `.autopilot/` unless set; a relative setting is taken from the
+    project folder, so every command finds the same stack and endpoints wherever it is run from.
     """
     env = dict(os.environ)
     local_settings = Path("local.settings.json")
@@ -27,6 +29,7 @@ def settings_env() -> dict[str, str]:
     if local_settings.exists():
         for key, value in json.loads(local_settings.read_text()).get("Values", {}).items():
             env.setdefault(key, str(value))
+    env[STATE_DIR] = str(default_state_dir(env))
     # An identity-based connection (AzureWebJobsStorage__accountName ...) counts only without a connection string.
     given = env.get(STORAGE_CONNECTION, "").strip()
     if given == "UseDevelopmentStorage=true" or (not given and not has_identity_settings(env, STORAGE_CONNECTION)):
@@ -40,15 +43,34 @@ def cli_settings() -> Settings:
     return Settings.from_env(settings_env())
 
 
+PROGRESS_EVERY_S = 10.0
+
+
 def wait_for_run(
-    ledger: RunLedger, run_id: str, settled: Callable[[Run], bool], timeout: float, interval: float = 0.5
+    ledger: RunLedger,
+    run_id: str,
+    settled: Callable[[Run], bool],
+    timeout: float,
+    interval: float = 0.5,
+    report: Callable[[str], None] | None = None,
 ) -> Run | None:
-    """The run once `settled(run)` holds, polling the ledger; None if it did not within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """The run once `settled(run)` holds, polling the ledger; None if it did not within `timeout` seconds.
+
+    With `report`, a line every PROGRESS_EVERY_S seconds says the wait goes on, and where the run is.
+    """
+    started = time.monotonic()
+    said = started
+    while time.monotonic() < started + timeout:
         run = ledger.get(run_id)
         if run is not None and settled(run):
             return run
+        now = time.monotonic()
+        if report is not None and now - said >= PROGRESS_EVERY_S:
+            said = now
+            where = (
+                f"{run.stage.value}, {run.status.value}, endpoint {run.endpoint_state or '-'}" if run else "not found"
+            )
+            report(f"  still waiting after {now - started:.0f} s of {timeout:.0f} s (run {run_id}: {where})")
         time.sleep(interval)
     return None
 

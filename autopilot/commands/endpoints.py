@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
+from autopilot.commands.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError, NotFound
 from shared.ml.port import MLBackend
-
-EXIT_FAILED = 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,20 +18,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     endpoints.add_argument("--json", action="store_true", help="print JSON instead of text")
     endpoints.set_defaults(func=list_endpoints)
     key = subparsers.add_parser("endpoint-key", help="print an endpoint's key (local backend), and nothing else")
-    key.add_argument("name", metavar="NAME")
+    key.add_argument("name", metavar="NAME", help="the endpoint's name, as `autopilot endpoints` shows it")
     key.set_defaults(func=print_key)
     chat = subparsers.add_parser("chat", help="send one message to an endpoint in Azure ML's chat request format")
-    chat.add_argument("endpoint", metavar="ENDPOINT")
-    chat.add_argument("message", metavar="MESSAGE")
+    chat.add_argument("endpoint", metavar="ENDPOINT", help="the endpoint's name")
+    chat.add_argument("message", metavar="MESSAGE", help="what the user says")
     chat.add_argument("--deployment", help="send to this deployment whatever the traffic (azureml-model-deployment)")
-    chat.add_argument("--max-new-tokens", type=int, default=200)
-    chat.add_argument("--temperature", type=float, default=0.6)
+    chat.add_argument("--max-new-tokens", type=int, default=200, help="longest answer, in tokens (default 200)")
+    chat.add_argument("--temperature", type=float, default=0.6, help="sampling temperature (default 0.6)")
+    chat.add_argument("--json", action="store_true", help="print the endpoint's whole response as JSON")
     chat.add_argument("--greedy", action="store_true", help="no sampling: the most likely answer")
     chat.set_defaults(func=chat_once)
     restore = subparsers.add_parser(
         "restore", help="bring back an endpoint the idle cleanup deleted, with the model its last live run served"
     )
-    restore.add_argument("endpoint", metavar="ENDPOINT")
+    restore.add_argument("endpoint", metavar="ENDPOINT", help="the endpoint's name, as `autopilot endpoints` shows it")
+    restore.add_argument("--json", action="store_true", help="print the outcome as JSON (progress goes to stderr)")
     restore.add_argument("--no-wait", action="store_true", help="ask for it and return; do not wait until it serves")
     restore.add_argument(
         "--timeout", type=float, default=900.0, help="seconds to wait for it to serve again (default 900)"
@@ -84,14 +84,16 @@ def print_key(args: argparse.Namespace) -> int:
     backend = _backend()
     endpoint_key = getattr(backend, "endpoint_key", None)
     if endpoint_key is None:
-        print(f"endpoint-key works with the local backend, not {backend.name}", file=sys.stderr)
-        return EXIT_FAILED
+        raise CommandError(
+            f"endpoint-key works with the local backend, not {backend.name}",
+            EXIT_USAGE,
+            hint=f"for Azure ML: {_key_command(backend.name, args.name)}",
+        )
     try:
         print(endpoint_key(args.name))
     except NotFoundError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_FAILED
-    return 0
+        raise NotFound(str(exc), hint="`autopilot endpoints` lists the endpoints") from exc
+    return EXIT_OK
 
 
 def chat_once(args: argparse.Namespace) -> int:
@@ -104,13 +106,13 @@ def chat_once(args: argparse.Namespace) -> int:
     request = chat_request([{"role": "user", "content": args.message}], parameters)
     backend = _backend()
     try:
-        print(response_text(backend.score(args.endpoint, request, args.deployment)))
+        response = backend.score(args.endpoint, request, args.deployment)
     except AutopilotError as exc:
-        print(str(exc), file=sys.stderr)
         if backend.get_endpoint(args.endpoint) is None:
-            print(_deleted_hint(args.endpoint), file=sys.stderr)
-        return EXIT_FAILED
-    return 0
+            raise NotFound(str(exc), hint=_deleted_hint(args.endpoint)) from exc
+        raise
+    print(json.dumps(response, indent=1) if args.json else response_text(response))
+    return EXIT_OK
 
 
 def _deleted_hint(endpoint: str) -> str:
@@ -140,43 +142,49 @@ def restore_endpoint(args: argparse.Namespace) -> int:
     """Send `RestoreEndpoint` for the endpoint's last live run; wait until it serves again unless told not to."""
 
     from autopilot.commands.common import cli_settings, open_ledger, wait_for_run
-    from shared.errors import AutopilotError
+    from autopilot.commands.runs import progress_printer
+    from shared.errors import NotFoundError
     from shared.queueing import StorageQueueSender
     from shared.stages.restore import RESTORE_FAILED, request_restore
 
     settings = cli_settings()
     ledger = open_ledger(settings)
+    say = progress_printer(args)
     try:
         run, command = request_restore(ledger, args.endpoint)
-        if command is None:
-            print(f"endpoint {args.endpoint} is live already (run {run.run_id}, {run.scoring_uri})")
-            return 0
-        StorageQueueSender(settings.storage_connection).send(command)
-    except AutopilotError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_FAILED
-    print(
+    except NotFoundError as exc:
+        raise NotFound(str(exc), hint="`autopilot endpoints` lists the endpoints, live and deleted") from exc
+    if command is None:
+        say(f"endpoint {args.endpoint} is live already (run {run.run_id}, {run.scoring_uri})")
+        return _restored(args, run.run_id, "live", run.scoring_uri)
+    StorageQueueSender(settings.storage_connection).send(command)
+    say(
         f"restoring endpoint {args.endpoint}: model {run.model_name}:{run.model_version} as deployment "
         f"{run.deployment_name} (run {run.run_id}); the function app does the work"
     )
     if args.no_wait:
-        return 0
+        return _restored(args, run.run_id, "restoring", "")
     settled = wait_for_run(
         ledger,
         run.run_id,
         lambda current: current.endpoint_state == "live" or current.endpoint_state.startswith(RESTORE_FAILED),
         args.timeout,
+        report=say,
     )
     if settled is not None and settled.endpoint_state == "live":
-        print(f"endpoint {args.endpoint} is live again: {settled.scoring_uri}")
-        print(f"its keys are new: {_key_command(settings.ml_backend, args.endpoint)}")
-        return 0
+        say(f"endpoint {args.endpoint} is live again: {settled.scoring_uri}")
+        say(f"its keys are new: {_key_command(settings.ml_backend, args.endpoint)}")
+        return _restored(args, run.run_id, "live", settled.scoring_uri)
     if settled is not None:
-        print(f"endpoint {args.endpoint} could not be restored: {settled.endpoint_state}", file=sys.stderr)
-        return EXIT_FAILED
-    print(
-        f"endpoint {args.endpoint} is not serving after {args.timeout:.0f} s; is the function app running? "
-        f"(autopilot up; autopilot run {run.run_id})",
-        file=sys.stderr,
+        raise CommandError(f"endpoint {args.endpoint} could not be restored: {settled.endpoint_state}", EXIT_FAILED)
+    raise CommandError(
+        f"endpoint {args.endpoint} is not serving after {args.timeout:.0f} s",
+        EXIT_FAILED,
+        hint=f"is the function app running? `autopilot status`; `autopilot run {run.run_id}` shows the run",
     )
-    return EXIT_FAILED
+
+
+def _restored(args: argparse.Namespace, run_id: str, state: str, scoring_uri: str) -> int:
+    if args.json:
+        print(json.dumps({"endpoint": args.endpoint, "run_id": run_id, "state": state, "scoring_uri": scoring_uri}))
+    return EXIT_OK

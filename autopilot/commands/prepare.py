@@ -9,27 +9,23 @@ tools: they are imported here, lazily, and never by the function app.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import orjson
 
+from autopilot.commands.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError
 from shared.errors import AutopilotError
 from shared.validation import DatasetSource, format_of, split_of, validate_dataset
 
-if TYPE_CHECKING:
-    from shared.storage import BlobStore
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "prepare_dataset", "run_prepare"]
 MANIFEST_NAME = "autopilot.json"
 WRITE_BATCH_ROWS = 1000
-_CONTENT_TYPES = {".jsonl": "application/x-ndjson", ".json": "application/json", ".gz": "application/gzip"}
 
 
 class PrepareError(AutopilotError):
@@ -46,7 +42,14 @@ def register(subparsers: Any) -> None:
             "keep the first N percent of each split and write <split>.jsonl files into --out."
         ),
     )
-    parser.add_argument("--dataset", required=True, metavar="NAME", help="hub dataset name, local folder or file")
+    parser.add_argument(
+        "--source",
+        "--dataset",
+        dest="dataset",
+        required=True,
+        metavar="NAME",
+        help="hub dataset name, local folder or file to take rows from (--dataset: the old spelling)",
+    )
     parser.add_argument(
         "--split-pc", type=_percent, default=5.0, metavar="PC", help="percent of each split to keep (default 5)"
     )
@@ -64,29 +67,47 @@ def register(subparsers: Any) -> None:
         help="upload the folder to the training container as DATASET/VERSION/<file>, the manifest last",
     )
     parser.add_argument("--cache-dir", type=Path, metavar="DIR", help="cache folder of the `datasets` library")
+    parser.add_argument(
+        "--json", action="store_true", help="print what was written, the verdict and the upload as JSON"
+    )
     parser.set_defaults(func=run_prepare)
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    """Write the splits, judge them as the validate stage would, and upload them only if they pass."""
+    json_output = getattr(args, "json", False)
+    say = (lambda line: print(line, file=sys.stderr)) if json_output else print
     try:
         written = prepare_dataset(args.dataset, args.split_pc, args.out, args.splits, args.cache_dir)
     except PrepareError as exc:
-        print(f"autopilot prepare: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise CommandError(str(exc), EXIT_USAGE) from exc
     for path, rows in written.items():
-        print(f"wrote {path} ({rows:,} rows)")
+        say(f"wrote {path} ({rows:,} rows)")
     sources = [DatasetSource.from_path(path) for path in written if split_of(path.name)]
-    if sources:
-        print(validate_dataset(sources).summary())
-    if args.upload is None:
-        return EXIT_OK
-    dataset, version = args.upload
-    try:
-        names = upload_to_training_container(args.out, dataset, version)
-    except AutopilotError as exc:
-        print(f"autopilot prepare: upload failed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"uploaded {len(names)} files to {dataset}/{version}/")
+    report = validate_dataset(sources) if sources else None
+    if report is not None:
+        say(report.summary())
+    valid = report is not None and report.valid
+    result: dict[str, Any] = {
+        "written": {str(path): rows for path, rows in written.items()},
+        "valid": valid,
+        "summary": report.summary() if report is not None else "no file with a split name was written",
+        "uploaded": None,
+    }
+    if not valid:
+        if json_output:
+            print(json.dumps(result, indent=1))
+        hint = "nothing was uploaded; `autopilot validate` on the folder says why" if args.upload else ""
+        raise CommandError(f"the prepared dataset in {args.out} is rejected", EXIT_FAILED, hint)
+    if args.upload is not None:
+        from autopilot.commands.upload import upload_folder as upload_dataset_folder
+
+        dataset, version = args.upload
+        run_id = upload_dataset_folder(args.out, dataset, version, report=say)
+        say(f"uploaded to {dataset}/{version}/; run id: {run_id}")
+        result["uploaded"] = {"dataset": dataset, "version": version, "run_id": run_id}
+    if json_output:
+        print(json.dumps(result, indent=1))
     return EXIT_OK
 
 
@@ -183,45 +204,6 @@ def write_jsonl(batches: Iterator[list[dict[str, Any]]], stream: IO[bytes], tota
         for rows in batches:
             stream.write(b"".join(orjson.dumps(row, default=str, option=orjson.OPT_APPEND_NEWLINE) for row in rows))
             progress.update(len(rows))
-
-
-def upload_to_training_container(folder: Path, dataset: str, version: str) -> list[str]:
-    """Upload `folder` with the settings' storage connection (AzureWebJobsStorage) and training container."""
-    from shared.settings import Settings
-    from shared.storage import AzureBlobStore
-
-    settings = Settings.from_env()
-    return upload_folder(
-        folder, dataset, version, AzureBlobStore(settings.storage_connection), settings.training_container
-    )
-
-
-def upload_folder(folder: Path, dataset: str, version: str, store: BlobStore, container: str) -> list[str]:
-    """Upload the folder's data files and manifest as `<dataset>/<version>/<file>`; returns the blob names.
-
-    The manifest goes last: its arrival tells the pipeline that the version is complete.
-    """
-    from tqdm import tqdm
-
-    from autopilot.commands.upload import dataset_files
-
-    files = dataset_files(folder)
-    if not files:
-        raise PrepareError(f"{folder} holds no data file (train*.jsonl, test*.jsonl, ...) to upload")
-    names = []
-    for path in files:
-        name = f"{dataset}/{version}/{path.name}"
-        content_type = _CONTENT_TYPES.get(path.suffix, "application/octet-stream")
-        size = path.stat().st_size
-        with (
-            path.open("rb") as stream,
-            tqdm.wrapattr(
-                stream, "read", total=size, desc=path.name, unit="B", unit_scale=True, file=sys.stderr
-            ) as read,
-        ):
-            store.upload(container, name, read, content_type)
-        names.append(name)
-    return names
 
 
 def parse_upload_target(text: str) -> tuple[str, str]:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from shared.errors import AutopilotError
+from autopilot.commands.exits import EXIT_OK, NotFound
 
-EXIT_FAILED, EXIT_USAGE = 1, 2
 REASON_WIDTH = 100
 
 
@@ -17,10 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "rejected", help="events and messages set aside, and the poison queues' messages, newest first, with why"
     )
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=int, default=50, help="show at most this many (default 50)")
     listing.set_defaults(func=list_rejected)
     replay = subparsers.add_parser("replay", help="put a poison message back on its queue (after a fix)")
     replay.add_argument("message_id", metavar="ID", help="the poison message's id, as `autopilot rejected` shows it")
+    replay.add_argument("--json", action="store_true", help="print the message replayed as JSON")
     replay.set_defaults(func=replay_message)
 
 
@@ -30,16 +29,12 @@ def list_rejected(args: argparse.Namespace) -> int:
     from shared.rejected import TableRejectedInputs, list_set_aside
 
     settings = cli_settings()
-    try:
-        items = list_set_aside(
-            TableRejectedInputs(settings.storage_connection, settings.rejected_table),
-            build_poison_queues(settings),
-            args.limit,
-            ledger=open_ledger(settings),
-        )
-    except AutopilotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    items = list_set_aside(
+        TableRejectedInputs(settings.storage_connection, settings.rejected_table),
+        build_poison_queues(settings),
+        args.limit,
+        ledger=open_ledger(settings),
+    )
     if args.json:
         print(json.dumps([item.to_dict() for item in items], indent=1))
         return 0
@@ -63,23 +58,16 @@ def replay_message(args: argparse.Namespace) -> int:
     from shared.rejected import POISON_SUFFIX, TableRejectedInputs, replay_poison_message, safe_text
 
     settings = cli_settings()
-    try:
-        replayed = replay_poison_message(build_poison_queues(settings), args.message_id)
-        record = None
-        if replayed is None:
-            record = TableRejectedInputs(settings.storage_connection, settings.rejected_table).get(args.message_id)
-    except AutopilotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    replayed = replay_poison_message(build_poison_queues(settings), args.message_id)
     if replayed is None:
-        hint = ""
+        record = TableRejectedInputs(settings.storage_connection, settings.rejected_table).get(args.message_id)
+        hint = "`autopilot rejected` lists the poison messages with their ids"
         if record is not None:
             hint = (
-                f"; {args.message_id} is the record of a rejected {record.kind}, which cannot be replayed (a malformed "
+                f"{args.message_id} is the record of a rejected {record.kind}, which cannot be replayed (a malformed "
                 "message's copy in its poison queue has an id of its own: see `autopilot rejected`)"
             )
-        print(f"error: no poison queue holds message {args.message_id}{hint}", file=sys.stderr)
-        return EXIT_USAGE
+        raise NotFound(f"no poison queue holds message {args.message_id}", hint)
     text = replayed.text
     what = ""
     if text is not None:
@@ -89,8 +77,11 @@ def replay_message(args: argparse.Namespace) -> int:
             body = None
         if isinstance(body, dict) and body.get("run_id"):
             what = f" ({safe_text(str(body.get('type', 'message')), 100)} of run {safe_text(str(body['run_id']), 100)})"
+    if args.json:
+        print(json.dumps({"message_id": replayed.message_id, "queue": replayed.queue, "what": what.strip(" ()")}))
+        return EXIT_OK
     print(
         f"message {replayed.message_id}{what} moved from {replayed.queue}{POISON_SUFFIX} back to {replayed.queue}; "
         "the function app takes it from there, and work already done is not done twice (the ledger's claims)"
     )
-    return 0
+    return EXIT_OK

@@ -10,18 +10,20 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from autopilot.commands.exits import EXIT_FAILED, EXIT_OK, CommandError, NotFound
 from shared.ledger import STAGE_ORDER, Run, RunLedger, RunStage, RunStatus
 
-EXIT_FAILED, EXIT_USAGE = 1, 2
+# A run appears in the ledger within seconds of its manifest's upload; longer means it never will.
+APPEAR_WITHIN_S = 20.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     runs = subparsers.add_parser("runs", help="list runs, newest first")
     runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    runs.add_argument("--limit", type=int, default=50)
+    runs.add_argument("--limit", type=int, default=50, help="show at most this many runs (default 50)")
     runs.set_defaults(func=list_runs)
     one = subparsers.add_parser("run", help="show one run")
-    one.add_argument("run_id", metavar="RUN_ID")
+    one.add_argument("run_id", metavar="RUN_ID", help="a run id, as `autopilot runs` or `autopilot upload` shows it")
     one.add_argument("--json", action="store_true", help="print JSON instead of text")
     one.add_argument(
         "--follow",
@@ -33,9 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     cancel = subparsers.add_parser(
         "cancel", help="stop a run that is under way: its training job is canceled, its new deployment removed"
     )
-    cancel.add_argument("run_id", metavar="RUN_ID")
+    cancel.add_argument("run_id", metavar="RUN_ID", help="the run to stop")
     cancel.add_argument("--reason", default="canceled from the command line", help="recorded on the run")
     cancel.add_argument("--no-wait", action="store_true", help="ask and return; do not wait until it has stopped")
+    cancel.add_argument("--json", action="store_true", help="print the outcome as JSON (progress goes to stderr)")
     cancel.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
     cancel.set_defaults(func=cancel_run)
 
@@ -127,17 +130,22 @@ def follow(
     timeout: float,
     interval: float = 0.5,
     job_progress: JobProgress | None = None,
+    appear_within: float | None = None,
 ) -> Run | None:
     """Print the run's stages as they happen until it ends; None if it never appeared or time ran out.
 
     With `job_progress` (the job's latest {"step", "steps", "loss"}, or None), training steps are
-    printed too, as the job reports them.
+    printed too, as the job reports them. With `appear_within`, a run not in the ledger after that
+    many seconds is given up on (None) rather than waited for until `timeout`.
     """
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     seen: set[str] = set()
     run = None
     while time.monotonic() < deadline:
         run = ledger.get(run_id)
+        if run is None and appear_within is not None and time.monotonic() - started >= appear_within:
+            return None
         if run is None:
             if "waiting" not in seen:
                 report(f"waiting for run {run_id} to appear ...")
@@ -180,40 +188,66 @@ def cancel_run(args: argparse.Namespace) -> int:
 
     settings = cli_settings()
     ledger = _ledger()
+    if ledger.get(args.run_id) is None:
+        raise NotFound(f"no run {args.run_id}", hint="`autopilot runs` lists the runs")
     try:
         command = request_cancel(ledger, args.run_id, args.reason)
-        StorageQueueSender(settings.storage_connection).send(command)
     except AutopilotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"canceling run {args.run_id}: {command.reason}; the function app does the work")
+        raise CommandError(str(exc), EXIT_FAILED) from exc
+    StorageQueueSender(settings.storage_connection).send(command)
+    say = progress_printer(args)
+    say(f"canceling run {args.run_id}: {command.reason}; the function app does the work")
     if args.no_wait:
-        return 0
-    run = wait_for_run(ledger, args.run_id, lambda current: current.finished, args.timeout)
-    if run is not None:
-        print(f"run {args.run_id} ended {run.status.value}: {run.error_message}")
-        return 0 if run.status is RunStatus.CANCELED else EXIT_FAILED
-    print(
-        f"error: run {args.run_id} had not stopped after {args.timeout:.0f} s; is the function app running?",
-        file=sys.stderr,
-    )
-    return EXIT_FAILED
+        return report(args, {"run_id": args.run_id, "requested": True, "status": None}, EXIT_OK)
+    run = wait_for_run(ledger, args.run_id, lambda current: current.finished, args.timeout, report=say)
+    if run is None:
+        raise CommandError(
+            f"run {args.run_id} had not stopped after {args.timeout:.0f} s",
+            EXIT_FAILED,
+            hint="is the function app running? `autopilot status` says",
+        )
+    say(f"run {args.run_id} ended {run.status.value}: {run.error_message}")
+    code = EXIT_OK if run.status is RunStatus.CANCELED else EXIT_FAILED
+    return report(args, {"run_id": args.run_id, "requested": True, "status": run.status.value}, code)
 
 
 def show_run(args: argparse.Namespace) -> int:
+    from autopilot.commands.upload import upload_settling
+
     ledger = _ledger()
     if args.follow:
-        run = follow(ledger, args.run_id, print, args.timeout, job_progress=local_job_progress())
+        # Progress goes to stderr with --json, so that stdout holds the JSON alone.
+        say = progress_printer(args)
+        settling = upload_settling(args.run_id)
+        appear_within = None if settling else APPEAR_WITHIN_S
+        run = follow(
+            ledger, args.run_id, say, args.timeout, job_progress=local_job_progress(), appear_within=appear_within
+        )
     else:
         run = ledger.get(args.run_id)
     if run is None:
-        print(f"error: no run {args.run_id}", file=sys.stderr)
-        return EXIT_USAGE
+        raise NotFound(
+            f"no run {args.run_id}",
+            hint="`autopilot runs` lists the runs; a run appears seconds after its folder's manifest is uploaded",
+        )
     print(json.dumps(run.to_dict(), indent=1) if args.json else describe(run))
     if args.follow and not run.finished:
-        print(f"error: run {args.run_id} had not ended after {args.timeout:.0f} s", file=sys.stderr)
-        return EXIT_FAILED
+        raise CommandError(f"run {args.run_id} had not ended after {args.timeout:.0f} s", EXIT_FAILED)
     # Followed to its end, the run's outcome is the exit code, so that scripts can wait on a run.
     if args.follow and run.status is not RunStatus.SUCCEEDED:
         return EXIT_FAILED
-    return 0
+    return EXIT_OK
+
+
+def progress_printer(args: argparse.Namespace) -> Callable[[str], None]:
+    """Where a command's progress lines go: stdout for people, stderr when stdout carries --json."""
+    if getattr(args, "json", False):
+        return lambda line: print(line, file=sys.stderr, flush=True)
+    return lambda line: print(line, flush=True)
+
+
+def report(args: argparse.Namespace, result: dict[str, Any], code: int) -> int:
+    """With --json, the command's result as one JSON object on stdout; the exit code either way."""
+    if getattr(args, "json", False):
+        print(json.dumps(result, indent=1))
+    return code

@@ -1,36 +1,118 @@
-"""`autopilot up` and `autopilot down`: the local stack."""
+"""`autopilot up`, `autopilot down` and `autopilot status`: the local stack."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
 
-from autopilot.local.stack import LocalStack
+from autopilot.commands.exits import EXIT_OK, EXIT_UNREACHABLE
+from autopilot.local.stack import SERVICES, LocalStack
+
+JSON_HELP = "print the outcome as JSON (progress goes to stderr)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     up = subparsers.add_parser(
         "up", help="start Azurite, the Event Grid stand-in and the function runner (localhost:7071)"
     )
+    up.add_argument("--json", action="store_true", help=JSON_HELP)
     up.set_defaults(func=run_up)
     down = subparsers.add_parser("down", help="stop the processes `autopilot up` started")
+    down.add_argument("--json", action="store_true", help=JSON_HELP)
     down.set_defaults(func=run_down)
+    status = subparsers.add_parser(
+        "status", help="what the local stack runs, where, and whether it answers; exit 3 if a service does not"
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(func=run_status)
+
+
+def _progress(args: argparse.Namespace) -> Callable[[str], None]:
+    if args.json:
+        return lambda line: print(line, file=sys.stderr, flush=True)
+    return lambda line: print(line, flush=True)
 
 
 def run_up(args: argparse.Namespace) -> int:
     from autopilot.commands.common import settings_env
 
+    say = _progress(args)
     stack = LocalStack(env=settings_env())
     before = stack.status()
-    state = stack.up()
+    state = stack.up(report=say)
     if all(before.values()) and stack.load() is not None:
-        print("the local stack is already up")
-    print(
+        say("the local stack is already up")
+    say(
         f"functions: {state.functions_url}   storage: Azurite on 127.0.0.1:{state.ports.blob}-{state.ports.table}   "
         f"logs: {stack.logs}"
     )
-    return 0
+    if args.json:
+        print(json.dumps(stack_status(stack), indent=1))
+    return EXIT_OK
 
 
 def run_down(args: argparse.Namespace) -> int:
-    LocalStack().down()
-    return 0
+    from autopilot.commands.common import settings_env
+
+    lines: list[str] = []
+    say = _progress(args)
+
+    def report(line: str) -> None:
+        lines.append(line)
+        say(line)
+
+    LocalStack(env=settings_env()).down(report=report)
+    if args.json:
+        print(json.dumps({"stopped": lines}, indent=1))
+    return EXIT_OK
+
+
+def stack_status(stack: LocalStack) -> dict[str, Any]:
+    """Each service: whether `up` started it (its pid) and whether it answers; where the stack keeps its state."""
+    state = stack.load()
+    answering = stack.status()
+    current = state or stack.default_state()
+    where = {
+        "azurite": f"127.0.0.1:{current.ports.blob}-{current.ports.table}",
+        "eventgrid": current.eventgrid_url,
+        "runner": current.functions_url,
+    }
+    return {
+        "state_dir": str(stack.state_dir),
+        "logs": str(stack.logs),
+        "started": state is not None,
+        "healthy": all(answering.values()),
+        "services": {
+            service: {
+                "pid": current.pids.get(service),
+                "answers": answering[service],
+                "at": where[service],
+                "log": str(stack.logs / f"{service}.log"),
+            }
+            for service in SERVICES
+        },
+    }
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Print the stack's status; exit 3 when a service does not answer, so that scripts can wait on it."""
+    from autopilot.commands.common import settings_env
+    from shared.settings import Settings
+
+    env = settings_env()
+    status = stack_status(LocalStack(env=env))
+    status["ml_backend"] = Settings.from_env(env).ml_backend
+    if args.json:
+        print(json.dumps(status, indent=1))
+    else:
+        print(f"state     {status['state_dir']}   (ML backend: {status['ml_backend']})")
+        for service, item in status["services"].items():
+            health = "answers" if item["answers"] else "DOES NOT ANSWER"
+            pid = f"pid {item['pid']}" if item["pid"] else "not started by autopilot up"
+            print(f"{service:<9} {health:<16} {item['at']:<28} {pid}")
+        if not status["healthy"]:
+            print("start what is missing with: autopilot up", file=sys.stderr)
+    return EXIT_OK if status["healthy"] else EXIT_UNREACHABLE

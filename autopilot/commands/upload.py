@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from autopilot.commands.exits import EXIT_OK, CommandError, NotFound
+from autopilot.commands.exits import EXIT_USAGE as EXIT_USAGE
 from shared.datasets import MANIFEST_NAME, content_hash, file_md5, make_run_id, split_of
 
-EXIT_USAGE = 2
+if TYPE_CHECKING:
+    from shared.storage import BlobStore
+
+UPLOADS_FILE = "uploads.json"
+# How long after an upload `run ID --follow` waits for its run to appear, rather than giving up at once.
+SETTLING_S = 600.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("upload", help="upload a dataset folder as <dataset>/<version>/ (manifest last)")
-    parser.add_argument("directory", type=Path, metavar="DIR")
-    parser.add_argument("--dataset", required=True, metavar="NAME")
+    parser.add_argument("directory", type=Path, metavar="DIR", help="the dataset folder: train*, test*, autopilot.json")
+    parser.add_argument("--dataset", required=True, metavar="NAME", help="the dataset name: the blobs' first folder")
     parser.add_argument("--version", metavar="V", help="default: the current UTC time, e.g. 20261122-101500")
+    parser.add_argument("--json", action="store_true", help="print the run id and the blobs as JSON")
     parser.set_defaults(func=run)
 
 
@@ -36,42 +48,111 @@ def expected_run_id(dataset: str, files: list[Path]) -> str:
     return make_run_id(dataset, content_hash((path.name, md5_of(path)) for path in files))
 
 
-def upload_folder(directory: Path, dataset: str, version: str, report=print) -> str:  # type: ignore[no-untyped-def]
-    """Upload the folder and return the id of the run its content will get."""
-    from autopilot.commands.common import cli_settings
-    from shared.storage import AzureBlobStore
+def content_type_of(path: Path) -> str:
+    if path.name == MANIFEST_NAME:
+        return "application/json"
+    return "application/x-ndjson" if path.name.endswith(".jsonl") else "application/octet-stream"
 
-    files = dataset_files(directory)
-    settings = cli_settings()
-    store = AzureBlobStore(settings.storage_connection)
+
+def upload_files(
+    files: list[Path], dataset: str, version: str, store: BlobStore, container: str, report: Callable[[str], None]
+) -> dict[str, str]:
+    """Upload the files in order as `<dataset>/<version>/<file>`, each with its Content-MD5; {file name: MD5}."""
     md5s = {}
     for path in files:
-        content_type = "application/json" if path.name == MANIFEST_NAME else "application/x-ndjson"
         # Stored as the blob's Content-MD5, which spares the app reading the file to identify the run.
-        md5s[path.name] = md5_of(path)
+        md5 = md5_of(path)
         with path.open("rb") as handle:
-            blob = store.upload(
-                settings.training_container, f"{dataset}/{version}/{path.name}", handle, content_type, md5s[path.name]
-            )
-        report(f"uploaded {path.name} ({blob.size:,} bytes) -> {settings.training_container}/{blob.name}")
-    return make_run_id(dataset, content_hash(md5s.items()))
+            blob = store.upload(container, f"{dataset}/{version}/{path.name}", handle, content_type_of(path), md5)
+        report(f"uploaded {path.name} ({blob.size:,} bytes) -> {container}/{blob.name}")
+        md5s[path.name] = md5
+    return md5s
+
+
+def upload_folder(
+    directory: Path,
+    dataset: str,
+    version: str,
+    report: Callable[[str], None] = print,
+    store: BlobStore | None = None,
+    container: str | None = None,
+) -> str:
+    """Upload the folder (manifest last) and return the id of the run its content will get.
+
+    Without `store`/`container`, the settings' storage and training container. The run id is remembered
+    in the state folder, so that `autopilot run ID --follow` waits for it while the upload settles.
+    """
+    from autopilot.commands.common import cli_settings
+
+    files = dataset_files(directory)
+    state_dir = None
+    if store is None or container is None:
+        from shared.storage import AzureBlobStore
+
+        settings = cli_settings()
+        store = store or AzureBlobStore(settings.storage_connection)
+        container = container or settings.training_container
+        state_dir = settings.state_dir
+    md5s = upload_files(files, dataset, version, store, container, report)
+    run_id = make_run_id(dataset, content_hash(md5s.items()))
+    if state_dir is not None:
+        remember_upload(state_dir, run_id)
+    return run_id
+
+
+def remember_upload(state_dir: Path, run_id: str) -> None:
+    path = state_dir / UPLOADS_FILE
+    try:
+        known = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        known = {}
+    now = time.time()
+    known = {key: at for key, at in known.items() if now - float(at) < SETTLING_S}
+    known[run_id] = now
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(known))
+
+
+def upload_settling(run_id: str, state_dir: Path | None = None) -> bool:
+    """Whether this machine uploaded the folder of run `run_id` within the last SETTLING_S seconds."""
+    if state_dir is None:
+        from autopilot.commands.common import settings_env
+        from autopilot.local.stack import default_state_dir
+
+        state_dir = default_state_dir(settings_env())
+    path = state_dir / UPLOADS_FILE
+    try:
+        at = json.loads(path.read_text()).get(run_id) if path.exists() else None
+    except ValueError:
+        return False
+    return at is not None and time.time() - float(at) < SETTLING_S
+
+
+def check_folder(directory: Path) -> tuple[list[Path], list[str]]:
+    """The folder's dataset files and the names of those it skips; NotFound without a folder or a train file."""
+    if not directory.is_dir():
+        raise NotFound(f"{directory} is not a folder")
+    files = dataset_files(directory)
+    if not any(split_of(p.name) == "train" for p in files):
+        raise CommandError(
+            f"{directory} has no train file (train*.jsonl, train*.jsonl.gz or train*.parquet)", EXIT_USAGE
+        )
+    skipped = sorted(p.name for p in directory.iterdir() if p.is_file() and p not in files)
+    return files, skipped
 
 
 def run(args: argparse.Namespace) -> int:
     directory: Path = args.directory
-    if not directory.is_dir():
-        print(f"error: {directory} is not a folder", file=sys.stderr)
-        return EXIT_USAGE
-    files = dataset_files(directory)
-    if not any(split_of(p.name) == "train" for p in files):
-        print(
-            f"error: {directory} has no train file (train*.jsonl, train*.jsonl.gz or train*.parquet)", file=sys.stderr
-        )
-        return EXIT_USAGE
-    skipped = sorted(p.name for p in directory.iterdir() if p.is_file() and p not in files)
+    _, skipped = check_folder(directory)
+    # With --json, stdout carries only the result; people still see progress on stderr.
+    say: Callable[[str], None] = (lambda line: print(line, file=sys.stderr)) if args.json else print
     if skipped:
-        print(f"skipping files that are not part of a dataset folder: {', '.join(skipped)}")
+        say(f"skipping files that are not part of a dataset folder: {', '.join(skipped)}")
     version = args.version or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    run_id = upload_folder(directory, args.dataset, version)
-    print(f"run id: {run_id}   (follow it with: autopilot run {run_id} --follow)")
-    return 0
+    run_id = upload_folder(directory, args.dataset, version, report=say)
+    if args.json:
+        result = {"run_id": run_id, "dataset": args.dataset, "version": version, "skipped": skipped}
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"run id: {run_id}   (follow it with: autopilot run {run_id} --follow)")
+    return EXIT_OK

@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from shared.errors import AutopilotError
+from shared.errors import AutopilotError, DatasetRejectedError
 from shared.validation import (
     SPLITS,
     DatasetSource,
@@ -17,6 +17,10 @@ from shared.validation import (
     split_of,
     validate_dataset,
 )
+
+if TYPE_CHECKING:
+    from shared.datasets import Manifest
+    from shared.settings import Settings
 
 EXIT_VALID = 0
 EXIT_INVALID = 1
@@ -33,20 +37,24 @@ def register(subparsers: Any) -> None:
         "validate",
         help="check a chat fine-tuning dataset (JSONL, JSONL.gz or parquet) before it costs GPU hours",
         description=(
-            "Validate data files (or every .jsonl, .jsonl.gz and .parquet file in a folder) in one streaming "
-            "pass each. A file's split comes from its name: train*, test*, validation*/valid*/val*. "
+            "Validate data files, or a dataset folder as the app's validate stage does, in one streaming pass "
+            "each. A file's split comes from its name: train*, test*, validation*/valid*/val*. A folder's files "
+            "are those the app takes (the others are named and skipped), its autopilot.json manifest is read, and "
+            "the options default to the app's settings (environment, then local.settings.json), as in the stage. "
             "Exit code 0: valid; 1: rejected; 2: usage or I/O error."
         ),
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="a data file or a folder of them")
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of tables")
-    parser.add_argument("--strict", action="store_true", help="reject the dataset on any bad row")
+    parser.add_argument(
+        "--strict", action="store_true", help="reject the dataset on any bad row (default: AUTOPILOT_STRICT_VALIDATION)"
+    )
     parser.add_argument(
         "--max-seq-length",
         type=_positive_int,
-        default=defaults.max_seq_length,
         metavar="N",
-        help=f"estimated tokens above which a row is flagged (default {defaults.max_seq_length})",
+        help="estimated tokens above which a row is flagged (default: the manifest's parameters.max_seq_length, "
+        "else the setting AUTOPILOT_MAX_SEQ_LENGTH, else 2048)",
     )
     parser.add_argument(
         "--strict-seq-length", action="store_true", help="over-length rows are errors (dropped), not warnings"
@@ -54,9 +62,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--max-bad-row-fraction",
         type=_fraction,
-        default=defaults.max_bad_row_fraction,
         metavar="F",
-        help=f"share of bad rows a file may have (default {defaults.max_bad_row_fraction})",
+        help="share of bad rows a file may have (default: the setting AUTOPILOT_MAX_BAD_ROW_FRACTION, else 0.01)",
     )
     parser.add_argument(
         "--min-train-rows",
@@ -76,15 +83,20 @@ def register(subparsers: Any) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    from autopilot.commands.common import cli_settings
+
     try:
         sources = collect_sources(args.paths, args.split)
-        options = ValidationOptions(
-            strict=args.strict,
-            max_bad_row_fraction=args.max_bad_row_fraction,
-            max_seq_length=args.max_seq_length,
-            strict_seq_length=args.strict_seq_length,
-            min_train_rows=args.min_train_rows,
-        )
+        manifest = folder_manifest(args.paths)
+    except DatasetRejectedError as exc:
+        # What the stage records on the run when the manifest is broken: the dataset is rejected.
+        print(f"autopilot validate: rejected: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except (UsageError, AutopilotError) as exc:
+        print(f"autopilot validate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        options = stage_options(cli_settings(), manifest, args)
         copies = CleanCopies(args.out_clean, sources) if args.out_clean else None
         try:
             report = validate_dataset(sources, options, copies.open if copies else None)
@@ -107,14 +119,56 @@ def run_validate(args: argparse.Namespace) -> int:
     return EXIT_VALID if report.valid else EXIT_INVALID
 
 
+def stage_options(settings: Settings, manifest: Manifest | None, args: argparse.Namespace) -> ValidationOptions:
+    """The options the validate stage uses (shared/stages/validation.py), the command's flags over them."""
+    max_seq_length = settings.max_seq_length
+    if manifest is not None:
+        max_seq_length = int(manifest.parameters.get("max_seq_length", max_seq_length) or 0) or max_seq_length
+    return ValidationOptions(
+        strict=args.strict or settings.strict_validation,
+        max_bad_row_fraction=(
+            settings.max_bad_row_fraction if args.max_bad_row_fraction is None else args.max_bad_row_fraction
+        ),
+        max_seq_length=max_seq_length if args.max_seq_length is None else args.max_seq_length,
+        strict_seq_length=args.strict_seq_length,
+        min_train_rows=args.min_train_rows,
+    )
+
+
+def folder_manifest(paths: list[Path]) -> Manifest | None:
+    """The manifest of the one dataset folder named, parsed as the stage parses it; None without one."""
+    from shared.datasets import MANIFEST_NAME, Manifest
+
+    folders = [path for path in paths if path.is_dir() and (path / MANIFEST_NAME).is_file()]
+    if len(folders) > 1:
+        raise UsageError("more than one folder with a manifest: validate one dataset folder at a time")
+    if not folders:
+        return None
+    manifest_path = folders[0] / MANIFEST_NAME
+    return Manifest.parse(manifest_path.read_bytes(), str(manifest_path))
+
+
 def collect_sources(paths: list[Path], default_split: str | None) -> list[DatasetSource]:
-    """One source per data file named, or found directly inside a folder named."""
+    """One source per data file named, and per file the app would take from a folder named (the rest: skipped)."""
+    from shared.datasets import MANIFEST_NAME
+
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(child for child in path.iterdir() if child.is_file() and format_of(child.name))
+            children = sorted(child for child in path.iterdir() if child.is_file())
+            # The files intake puts on a run: a split in the name and a data format; the manifest is read apart.
+            found = [child for child in children if split_of(child.name)]
+            skipped = [child.name for child in children if child not in found and child.name != MANIFEST_NAME]
+            if skipped:
+                print(
+                    f"note: skipped in {path}, as the app would skip them (no train*/test*/validation* name with "
+                    f".jsonl, .jsonl.gz or .parquet): {', '.join(skipped)}",
+                    file=sys.stderr,
+                )
             if not found:
-                raise UsageError(f"{path}: folder holds no .jsonl, .jsonl.gz or .parquet file")
+                raise UsageError(
+                    f"{path}: folder holds no train*, test* or validation* file (.jsonl, .jsonl.gz or .parquet)"
+                )
             files.extend(found)
         elif path.exists():
             if format_of(path.name) is None:

@@ -63,8 +63,13 @@ class StackState:
         return f"http://127.0.0.1:{self.ports.eventgrid}"
 
 
-def default_state_dir() -> Path:
-    return Path(os.environ.get(STATE_DIR) or PROJECT_ROOT / ".autopilot").resolve()
+def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """AUTOPILOT_STATE_DIR (a relative one from the project folder), else the project's `.autopilot/`.
+
+    Never the current directory: a command run elsewhere must find the same stack.
+    """
+    given = Path((os.environ if env is None else env).get(STATE_DIR, "").strip() or ".autopilot").expanduser()
+    return given if given.is_absolute() else (PROJECT_ROOT / given).resolve()
 
 
 def _http_ok(url: str) -> bool:
@@ -85,9 +90,9 @@ class LocalStack:
         app_dir: Path = PROJECT_ROOT,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.state_dir = (state_dir or default_state_dir()).resolve()
-        self.app_dir = app_dir
         self._env = dict(os.environ if env is None else env)
+        self.state_dir = (state_dir or default_state_dir(self._env)).resolve()
+        self.app_dir = app_dir
         self._ports = ports or StackPorts.from_env(self._env)
         self.logs = self.state_dir / "logs"
         self._state_file = self.state_dir / "stack.json"

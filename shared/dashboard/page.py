@@ -22,7 +22,6 @@ from shared.dashboard.formatting import (
     moment,
     money,
 )
-from shared.dashboard.prices import PRICE_SOURCE, hourly_cost
 from shared.dashboard.runs import (
     STAGE_LABELS,
     other_moments,
@@ -33,6 +32,7 @@ from shared.dashboard.runs import (
 )
 from shared.dashboard.view import Dashboard
 from shared.ledger import Run
+from shared.pricing import PRICE_SOURCE, hourly_cost
 from shared.rejected import SetAside
 from shared.stages.cleanup import DELETED_IDLE
 from shared.timestamps import iso
@@ -144,6 +144,9 @@ def _summary(dashboard: Dashboard) -> str:
     per_hour = None if cost is None else cost * deployments
     saved = [_saved(dashboard, endpoint)[0] for endpoint in _deleted_endpoints(dashboard)]
     saved_total = None if cost is None else sum(amount for amount in saved if amount is not None)
+    if dashboard.cleanup_savings is not None and dashboard.cleanup_savings.items:
+        # The cleanup log prices each deletion as it was made and stops counting at a restore.
+        saved_total = dashboard.cleanup_savings.saved
     poison = sum(1 for item in dashboard.set_aside if item.kind == "poison")
     where = "" if dashboard.backend == "azureml" else " if on Azure"
     tiles = [
@@ -477,7 +480,37 @@ def _cleanup_section(dashboard: Dashboard) -> str:
         f'<tbody>{body}</tbody></table><p class="faint">Endpoints this app made are deleted after '
         f"{dashboard.idle_endpoint_minutes:g} min without a request (AUTOPILOT_IDLE_ENDPOINT_MINUTES); "
         "<code>autopilot restore ENDPOINT</code> or <code>POST /api/endpoints/ENDPOINT/restore</code> brings one "
-        "back with the model it served. Saved: one deployment's price for each hour since.</p></section>"
+        "back with the model it served. Saved: one deployment's price for each hour since.</p>"
+        f"{_cleanup_decisions(dashboard)}</section>"
+    )
+
+
+def _cleanup_decisions(dashboard: Dashboard) -> str:
+    """The cleanup log: each pass's decision per endpoint, and the savings total."""
+    rows = []
+    for item in dashboard.cleanup_decisions:
+        requests = "" if item.requests < 0 else f"{item.requests}"
+        smoke = f' <span class="faint">(+{item.smoke_requests} smoke)</span>' if item.smoke_requests else ""
+        rows.append(
+            f'<tr class="cleanup-decision"><td>{_time(item.decided_at, day_and_time(item.decided_at))}</td>'
+            f'<td class="mono">{escaped(item.endpoint)}</td><td>{escaped(item.reason)}</td>'
+            f'<td class="num">{escaped(requests)}{smoke}</td>'
+            f"<td>{escaped(day_and_time(item.idle_since) if moment(item.idle_since) else item.idle_since)}</td>"
+            f'<td class="num">{escaped(money(item.cost_per_hour))}/h</td><td>{escaped(item.detail)}</td></tr>'
+        )
+    body = "".join(rows) or '<tr><td colspan="7" class="empty">No cleanup pass recorded yet.</td></tr>'
+    total = dashboard.cleanup_savings
+    saved = (
+        f"Saved so far by {len(total.items)} deletion(s): {total.hours:.1f} endpoint-hours, {money(total.saved)} "
+        "(each deletion's cost per hour until the endpoint was restored, or now)."
+        if total is not None
+        else "Savings unknown: the cleanup log could not be read."
+    )
+    return (
+        '<h3>Decisions</h3><table class="cleanup-decisions"><thead><tr><th>When</th><th>Endpoint</th>'
+        "<th>Decision</th><th>Requests in window</th><th>Idle since</th><th>Cost</th><th>Why</th></tr></thead>"
+        f'<tbody>{body}</tbody></table><p class="faint">{escaped(saved)} Tag an endpoint '
+        "<code>autopilot-keep=true</code> to keep it; smoke-test requests are not counted as use.</p>"
     )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from shared.cleanup_log import CleanupDecision, Savings, savings
 from shared.ledger import Run
 from shared.rejected import PoisonQueues, SetAside, list_set_aside, safe_text
 from shared.stages.context import StageContext
@@ -48,10 +49,19 @@ class Dashboard:
     smoke_min_similarity: float
     # Parts that could not be read, and why: the page shows the rest.
     problems: list[str] = field(default_factory=list)
+    # The idle cleanup's recent decisions, newest first, and what its deletions saved (shared/cleanup_log.py).
+    cleanup_decisions: list[CleanupDecision] = field(default_factory=list)
+    cleanup_savings: Savings | None = None
 
 
 def collect_dashboard(
-    ctx: StageContext, poison: PoisonQueues, *, run_limit: int = 25, detailed_runs: int = 5, set_aside_limit: int = 50
+    ctx: StageContext,
+    poison: PoisonQueues,
+    *,
+    run_limit: int = 25,
+    detailed_runs: int = 5,
+    set_aside_limit: int = 50,
+    cleanup_limit: int = 20,
 ) -> Dashboard:
     """Read what the page shows; a part that fails (storage or backend down) is reported, the rest still shown."""
     problems: list[str] = []
@@ -64,6 +74,12 @@ def collect_dashboard(
         lambda: list_set_aside(ctx.rejected, poison, set_aside_limit, ledger=ctx.ledger),
         [],
         problems,
+    )
+    decisions: list[CleanupDecision] = _part(
+        "the cleanup decisions", lambda: ctx.cleanup.list_decisions(cleanup_limit), [], problems
+    )
+    total: Savings | None = _part(
+        "the cleanup savings", lambda: savings(ctx.cleanup.deletions(), ctx.ledger, ctx.clock()), None, problems
     )
     histories: dict[str, LossHistory] = {}
     if isinstance(ctx.backend, LossHistorySource):
@@ -88,6 +104,8 @@ def collect_dashboard(
         idle_endpoint_minutes=settings.idle_endpoint_minutes,
         smoke_min_similarity=settings.smoke_min_similarity,
         problems=problems,
+        cleanup_decisions=decisions,
+        cleanup_savings=total,
     )
 
 

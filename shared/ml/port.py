@@ -7,6 +7,7 @@ Every call that creates something is idempotent on the names it is given.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -131,6 +132,38 @@ class EndpointInfo:
     last_request_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class DeploymentHealth:
+    """What one deployment's live requests showed since a moment: how many, how many answered 5xx, their p95."""
+
+    requests: int
+    errors_5xx: int
+    p95_ms: float | None = None  # None: no request to measure
+
+    @classmethod
+    def of_requests(cls, answered: list[tuple[int, float]]) -> DeploymentHealth:
+        """From (HTTP status, latency in ms) per request; p95 by nearest rank."""
+        if not answered:
+            return cls(0, 0, None)
+        latencies = sorted(latency for _, latency in answered)
+        rank = max(1, math.ceil(0.95 * len(latencies)))
+        return cls(len(answered), sum(1 for status, _ in answered if status >= 500), latencies[rank - 1])
+
+    @property
+    def error_rate(self) -> float:
+        """Share (0-1) of the requests that answered 5xx; 0 without requests."""
+        return self.errors_5xx / self.requests if self.requests else 0.0
+
+    def figures(self) -> dict[str, Any]:
+        """The figures as the ledger records them."""
+        return {
+            "requests": self.requests,
+            "errors_5xx": self.errors_5xx,
+            "error_rate": round(self.error_rate, 4),
+            "p95_ms": None if self.p95_ms is None else round(self.p95_ms, 1),
+        }
+
+
 class MLBackend(Protocol):
     """What the stages need from an ML platform."""
 
@@ -185,6 +218,12 @@ class MLBackend(Protocol):
 
     def requests_per_minute(self, endpoint_name: str, since: datetime) -> dict[str, list[int]]:
         """Requests per minute since `since`, per deployment; a minute without requests counts as 0."""
+        ...
+
+    def deployment_health(self, endpoint_name: str, deployment_name: str, since: datetime) -> DeploymentHealth:
+        """The deployment's live requests since `since`, those mirrored to it included. Requests that name the
+        deployment (smoke tests) are left out where the backend can tell (Azure Monitor cannot: read it from a
+        moment after they were sent)."""
         ...
 
 

@@ -8,7 +8,11 @@ the model. State can live in a JSON file so that a restarted runner, and tests, 
 A job parameter `simulate_failure` makes a run fail on purpose at "training", "deployment",
 "scoring" (the answer comes back empty) or "quality" (the answer says nothing of the question, so
 the smoke test finds the model worse than the live one), so failure paths can be shown and tested;
-"event" lets the job complete but never publishes its event, as when Event Grid dead-letters it.
+"event" lets the job complete but never publishes its event, as when Event Grid dead-letters it;
+"canary" passes the smoke test (requests that name the deployment) but answers every other live
+request (routed or mirrored to it) with a 5xx, so the progressive-traffic gate has something to catch.
+Every live request (routed or mirrored, not one naming its deployment) is logged with its status for
+`deployment_health`.
 
 `TransientFaults` makes a share of the port's calls fail with a `TransientError`, half of them before
 the call does anything (throttling, a 5xx) and half after it took effect (the answer was lost), so that
@@ -34,6 +38,7 @@ from shared.errors import BackendError, ConfigurationError, InvalidParameterErro
 from shared.events import ml_job_event_payload
 from shared.ml.port import (
     RUN_TAG,
+    DeploymentHealth,
     DeploymentInfo,
     DeploymentSpec,
     EndpointInfo,
@@ -52,7 +57,10 @@ SIMULATED_TOPIC = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local"
     "/providers/Microsoft.MachineLearningServices/workspaces/simulated"
 )
-FAILURE_POINTS = ("training", "deployment", "scoring", "quality", "event")
+FAILURE_POINTS = ("training", "deployment", "scoring", "quality", "event", "canary")
+# Every how many-th live request a `canary` model answers with a 5xx, and how long any simulated request takes.
+CANARY_FAILURE_EVERY = 2
+SIMULATED_LATENCY_MS = 20.0
 BEFORE_EFFECT = "before"
 AFTER_EFFECT = "after"
 
@@ -392,18 +400,27 @@ class SimulatedMLBackend:
         messages = chat_messages(request)
         with self._lock:
             endpoint = self._endpoint(endpoint_name)
+            # Requests that name a deployment (smoke tests) are neither mirrored nor failed by `canary`, as on
+            # Azure, where a call with the deployment header is not mirrored (azure-facts.md, safe rollout).
+            routed = deployment_name is None
             if deployment_name is None:
                 weighted = [(name, weight) for name, weight in endpoint["traffic"].items() if weight > 0]
                 if not weighted:
                     raise BackendError(f"endpoint {endpoint_name} has no deployment taking traffic")
                 deployment_name = random.choices([n for n, _ in weighted], [w for _, w in weighted])[0]
+                mirrored = self._mirror_target(endpoint)
+                if mirrored and mirrored != deployment_name:
+                    self._record_request(endpoint, mirrored, live=True)
             info = self.get_deployment(endpoint_name, deployment_name)
             if info is None or not info.ready:
                 raise NotFoundError(f"deployment {deployment_name} of {endpoint_name} is not ready")
-            minute = iso(self._clock().replace(second=0, microsecond=0))
-            per_minute = endpoint["requests"].setdefault(deployment_name, {})
-            per_minute[minute] = per_minute.get(minute, 0) + 1
+            failed = self._record_request(endpoint, deployment_name, live=routed)
             self._save()
+            if failed:
+                raise TransientError(
+                    f"simulated 503 from {endpoint_name}/{deployment_name} (simulate_failure=canary): "
+                    "upstream request failed"
+                )
             failure = endpoint["deployments"][deployment_name]["failure"]
             if failure == "scoring":
                 return {"output": ""}
@@ -411,6 +428,45 @@ class SimulatedMLBackend:
                 return {"output": f"[simulated {info.model_name}:{info.model_version}] Sorry, no idea."}
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         return {"output": f"[simulated {info.model_name}:{info.model_version}] You asked: {question[:160]}"}
+
+    def _mirror_target(self, endpoint: dict[str, Any]) -> str:
+        """The deployment this routed request is mirrored to ("" when none): every request whose running
+        count crosses the next multiple of 100 / percent, so a share of exactly `percent` is mirrored."""
+        mirror = {name: share for name, share in endpoint.get("mirror_traffic", {}).items() if share > 0}
+        if not mirror:
+            return ""
+        name, percent = next(iter(mirror.items()))
+        endpoint["routed_requests"] = count = endpoint.get("routed_requests", 0) + 1
+        return name if count * percent // 100 > (count - 1) * percent // 100 else ""
+
+    def _record_request(self, endpoint: dict[str, Any], deployment_name: str, *, live: bool) -> bool:
+        """Count one request of the deployment in this minute and log a live one with its status; whether it
+        fails (a `canary` model's live 5xx)."""
+        minute = iso(self._clock().replace(second=0, microsecond=0))
+        per_minute = endpoint["requests"].setdefault(deployment_name, {})
+        per_minute[minute] = per_minute.get(minute, 0) + 1
+        if not live:
+            return False
+        deployment = endpoint["deployments"].get(deployment_name, {})
+        failed = False
+        if deployment.get("failure") == "canary":
+            deployment["live_requests"] = deployment.get("live_requests", 0) + 1
+            failed = deployment["live_requests"] % CANARY_FAILURE_EVERY == 0
+        endpoint.setdefault("live_log", {}).setdefault(deployment_name, []).append(
+            [iso(self._clock()), 503 if failed else 200]
+        )
+        return failed
+
+    @_faulty
+    def deployment_health(self, endpoint_name: str, deployment_name: str, since: datetime) -> DeploymentHealth:
+        with self._lock:
+            endpoint = self._endpoint(endpoint_name)
+            answered = [
+                (status, SIMULATED_LATENCY_MS)
+                for at, status in endpoint.get("live_log", {}).get(deployment_name, [])
+                if parse_iso(at) >= since
+            ]
+            return DeploymentHealth.of_requests(answered)
 
     @_faulty
     def list_endpoints(self) -> list[EndpointInfo]:

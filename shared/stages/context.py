@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TypeVar
 
+from shared.cleanup_log import CleanupLog, LoggedCleanupLog
 from shared.errors import ClaimLostError, DatasetRejectedError, PermanentError, TransientError
 from shared.ledger import (
     ClaimAction,
@@ -24,6 +25,7 @@ from shared.ledger import (
     release_claim,
     update_run,
 )
+from shared.lifecycle import LifecyclePublisher, NoLifecyclePublisher, announce
 from shared.messages import QueueMessage
 from shared.ml.port import MLBackend
 from shared.queueing import MessageSender
@@ -52,6 +54,10 @@ class StageContext:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     # Events and messages set aside as never able to succeed (see shared/rejected.py).
     rejected: RejectedInputs = field(default_factory=LoggedRejectedInputs)
+    # The idle cleanup's decisions (see shared/cleanup_log.py).
+    cleanup: CleanupLog = field(default_factory=LoggedCleanupLog)
+    # Where runs' ends and endpoints' comings and goings are announced (see shared/lifecycle.py).
+    lifecycle: LifecyclePublisher = field(default_factory=NoLifecyclePublisher)
 
 
 def fail_run(ctx: StageContext, run_id: str, error: PermanentError, status: RunStatus | None = None) -> Run:
@@ -70,6 +76,8 @@ def fail_run(ctx: StageContext, run_id: str, error: PermanentError, status: RunS
             end_run(run, status, category=error.category, message=str(error))
 
     ended = update_run(ctx.ledger, run_id, change)
+    if ended.status is status:
+        announce(ctx, ended)
     if release_run_resources(ctx, run_id):
         return ctx.ledger.get(run_id) or ended
     return ended

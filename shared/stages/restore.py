@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from shared.errors import NothingToRestoreError, PermanentError, RestoreFailedError, TransientError
 from shared.ledger import Run, RunLedger, iso, update_run
+from shared.lifecycle import LifecycleEventType, announce
 from shared.messages import RestoreEndpoint
 from shared.ml.port import MANAGED_BY_TAG, MANAGED_BY_VALUE, RUN_TAG, DeploymentSpec
 from shared.stages.cleanup import DELETED_IDLE, RESTORING
@@ -133,7 +134,7 @@ def _bring_back(run: Run, ctx: StageContext, after_failure: bool) -> None:
             current.stage_times["restored"] = iso(ctx.clock())
             current.deploy_check_due = ""
 
-        update_run(ctx.ledger, run.run_id, record_live)
+        announce(ctx, update_run(ctx.ledger, run.run_id, record_live), LifecycleEventType.ENDPOINT_RESTORED)
         mark_live_runs(ctx, name, f"replaced by {run.run_id}", except_run_id=run.run_id)
         log.info(
             "restore: %s/%s of run %s is live again at %s", name, deployment_name, run.run_id, endpoint.scoring_uri

@@ -20,12 +20,14 @@ from shared.errors import (
     SmokeTestFailedError,
 )
 from shared.ledger import Run, RunStage, RunStatus, end_run, iso, update_claimed, update_run
+from shared.lifecycle import announce
 from shared.messages import DeployModel, PromoteDeployment, QueueMessage, RegisterModel, SmokeTestDeployment
 from shared.ml.port import (
     MANAGED_BY_TAG,
     MANAGED_BY_VALUE,
     QUOTA_DEPLOYMENT_ERRORS,
     RUN_TAG,
+    DeploymentHealth,
     DeploymentInfo,
     DeploymentSpec,
     EndpointInfo,
@@ -33,6 +35,7 @@ from shared.ml.port import (
 )
 from shared.ml.quality import similarity
 from shared.ml.scoring import chat_request, response_text
+from shared.settings import Settings
 from shared.stages.context import StageContext, log, mark_live_runs, run_stage
 from shared.stages.release import release_run_resources
 from shared.timestamps import parse_iso
@@ -222,6 +225,7 @@ def supersede(ctx: StageContext, run_id: str, by: Run) -> None:
 
     ended = update_run(ctx.ledger, run_id, change)
     if ended.status is RunStatus.SUPERSEDED:
+        announce(ctx, ended)
         log.warning("run %s superseded: %s", run_id, message)
         release_run_resources(ctx, run_id)
 
@@ -432,20 +436,30 @@ def _roll_back(run: Run, smoke: dict[str, Any], error: PermanentError, ctx: Stag
         if not current.finished:
             end_run(current, RunStatus.ROLLED_BACK, category=error.category, message=message)
 
-    update_claimed(ctx.ledger, run, record)
+    announce(ctx, update_claimed(ctx.ledger, run, record))
     log.error("run %s rolled back: %s", run.run_id, message)
     release_run_resources(ctx, run.run_id)
 
 
 def promote_deployment(message: PromoteDeployment, ctx: StageContext) -> None:
-    """Give the new deployment all traffic, then remove the deployments it replaced."""
+    """Move traffic to the new deployment in steps, judging each bake period against the live deployment;
+    at 100 % remove the deployments it replaced. A breach rolls it back (`rolled_back`, category `canary`).
+
+    The stage stays claimed across the steps: each step sends this message again, delayed by the bake
+    period (AUTOPILOT_BAKE_MINUTES), and the delivery that finds the bake over judges it.
+    """
     run_stage(ctx, message.run_id, RunStage.PROMOTING, lambda run: _promote(run, ctx), retry=message)
 
 
 def _promote(run: Run, ctx: StageContext) -> None:
-    """All traffic to the new deployment (kept if already so: a retry makes no new update), then the
-    deployments this app made before it are deleted; others on the endpoint are left alone."""
+    """After the bake steps, all traffic to the new deployment (kept if already so: a retry makes no new
+    update), then the deployments this app made before it are deleted; others on the endpoint are left alone."""
+    if run.traffic_steps and run.deploy_check_due and ctx.clock() < parse_iso(run.deploy_check_due) - CHECK_SLACK:
+        log.info("run %s: a later traffic step is already scheduled; this delivery is a duplicate", run.run_id)
+        return
     if superseded(ctx, run):
+        return
+    if not _baked(run, ctx):
         return
     wanted = {run.deployment_name: 100}
     endpoint = ctx.backend.get_endpoint(run.endpoint_name)
@@ -472,11 +486,159 @@ def _promote(run: Run, ctx: StageContext) -> None:
             return
         current.stage, current.stage_done = RunStage.LIVE, True
         current.stage_times[RunStage.LIVE.value] = iso(ctx.clock())
+        current.traffic_steps.append(
+            {"step": len(current.traffic_steps) + 1, "mode": "split", "percent": 100, "started_at": iso(ctx.clock())}
+        )
         current.endpoint_state = "live"
         end_run(current, RunStatus.SUCCEEDED)
 
-    update_claimed(ctx.ledger, run, record)
+    announce(ctx, update_claimed(ctx.ledger, run, record))
     mark_live_runs(ctx, run.endpoint_name, f"replaced by {run.run_id}", except_run_id=run.run_id)
     log.info(
         "run %s: %s/%s is live (replaced: %s)", run.run_id, run.endpoint_name, run.deployment_name, replaced or "none"
     )
+
+
+CANARY_CATEGORY = "canary"
+
+
+def bake_plan(run: Run, ctx: StageContext) -> list[tuple[str, int]]:
+    """The steps baked before 100 %, as (mode, percent): "split" steps from AUTOPILOT_TRAFFIC_STEPS, or one
+    "mirror" step at AUTOPILOT_MIRROR_PERCENT; none when no live deployment is there to compare with."""
+    if not run.previous_deployment or run.previous_deployment == run.deployment_name:
+        return []
+    if ctx.settings.mirror_percent:
+        return [("mirror", ctx.settings.mirror_percent)]
+    return [("split", percent) for percent in ctx.settings.traffic_steps if percent < 100]
+
+
+def _baked(run: Run, ctx: StageContext) -> bool:
+    """Start, wait for or judge the current bake step; True once every step passed and all traffic may move."""
+    plan = bake_plan(run, ctx)
+    if run.traffic_steps and "verdict" not in run.traffic_steps[-1]:
+        step = run.traffic_steps[-1]
+        due = parse_iso(step["started_at"]) + timedelta(minutes=ctx.settings.bake_minutes)
+        if ctx.clock() < due - CHECK_SLACK:
+            _check_step_at(ctx, run, due)
+            return False
+        judged = _judge_step(run, ctx, step)
+        if judged is None:
+            return False
+        run = judged
+    index = len(run.traffic_steps)
+    if index >= len(plan):
+        return True
+    endpoint = ctx.backend.get_endpoint(run.endpoint_name)
+    if endpoint is None or run.previous_deployment not in endpoint.deployments:
+        log.warning(
+            "run %s: the live deployment %s is gone from %s: no bake, all traffic moves at once",
+            run.run_id,
+            run.previous_deployment,
+            run.endpoint_name,
+        )
+        return True
+    mode, percent = plan[index]
+    live, new = run.previous_deployment, run.deployment_name
+    if mode == "mirror":
+        ctx.backend.set_traffic(run.endpoint_name, {live: 100}, mirror_traffic={new: percent})
+    else:
+        ctx.backend.set_traffic(run.endpoint_name, {live: 100 - percent, new: percent})
+    started = ctx.clock()
+
+    def record(current: Run) -> None:
+        if len(current.traffic_steps) == index:
+            current.traffic_steps.append(
+                {"step": index + 1, "mode": mode, "percent": percent, "started_at": iso(started)}
+            )
+
+    update_claimed(ctx.ledger, run, record)
+    log.info(
+        "run %s: step %d: %d %% of live traffic %s %s for %g min",
+        run.run_id,
+        index + 1,
+        percent,
+        "mirrored to" if mode == "mirror" else "goes to",
+        new,
+        ctx.settings.bake_minutes,
+    )
+    _check_step_at(ctx, run, started + timedelta(minutes=ctx.settings.bake_minutes))
+    return False
+
+
+def _check_step_at(ctx: StageContext, run: Run, due: datetime) -> None:
+    """Send the promote message again for `due` (once: duplicate deliveries keep one chain of checks)."""
+    if schedule_check(ctx, run.run_id, due):
+        ctx.sender.send(PromoteDeployment(run.run_id), delay_seconds=max(0.0, (due - ctx.clock()).total_seconds()))
+
+
+def _judge_step(run: Run, ctx: StageContext, step: dict[str, Any]) -> Run | None:
+    """Compare the new deployment's live figures since the step started with the live deployment's.
+
+    The run as recorded with the verdict when the step passed; None when it breached (the run is then
+    rolled back). Too few requests to judge passes the step, with that verdict, rather than hold a
+    quiet endpoint's rollout forever.
+    """
+    since = parse_iso(step["started_at"])
+    new = ctx.backend.deployment_health(run.endpoint_name, run.deployment_name, since)
+    live = ctx.backend.deployment_health(run.endpoint_name, run.previous_deployment, since)
+    problem = canary_breach(new, live, ctx.settings)
+    verdict = "breach" if problem else "passed"
+    if not problem and new.requests < ctx.settings.canary_min_requests:
+        verdict = "too_few_requests"
+    judged = {**step, "judged_at": iso(ctx.clock()), "new": new.figures(), "live": live.figures(), "verdict": verdict}
+    if problem:
+        judged["problem"] = problem
+        _roll_back_canary(run, ctx, judged)
+        return None
+    if verdict == "too_few_requests":
+        log.warning(
+            "run %s: step %d saw %d requests (< %d, AUTOPILOT_CANARY_MIN_REQUESTS): passed unjudged",
+            run.run_id,
+            step["step"],
+            new.requests,
+            ctx.settings.canary_min_requests,
+        )
+
+    def record(current: Run) -> None:
+        current.traffic_steps[len(current.traffic_steps) - 1] = judged
+
+    return update_claimed(ctx.ledger, run, record)
+
+
+def canary_breach(new: DeploymentHealth, live: DeploymentHealth, settings: Settings) -> str:
+    """What the new deployment's figures breach ("" if nothing, or too few requests to judge)."""
+    if new.requests < settings.canary_min_requests:
+        return ""
+    margin = settings.canary_error_rate_margin
+    if new.error_rate * 100 > live.error_rate * 100 + margin:
+        return (
+            f"5xx rate {new.error_rate:.1%} ({new.errors_5xx} of {new.requests} requests) vs {live.error_rate:.1%} "
+            f"on the live deployment (allowed: {margin:g} percentage points more, "
+            "setting AUTOPILOT_CANARY_ERROR_RATE_MARGIN)"
+        )
+    ratio = settings.canary_latency_ratio
+    if new.p95_ms is not None and live.p95_ms and new.p95_ms > live.p95_ms * ratio:
+        return (
+            f"p95 latency {new.p95_ms:.0f} ms vs {live.p95_ms:.0f} ms on the live deployment "
+            f"(allowed: {ratio:g}x, setting AUTOPILOT_CANARY_LATENCY_RATIO)"
+        )
+    return ""
+
+
+def _roll_back_canary(run: Run, ctx: StageContext, step: dict[str, Any]) -> None:
+    """All traffic back to the live deployment (no mirror), end the run `rolled_back`, remove the new deployment."""
+    live = run.previous_deployment
+    ctx.backend.set_traffic(run.endpoint_name, {live: 100}, mirror_traffic={})
+    message = (
+        f"canary step {step['step']} ({step['percent']} % {step['mode']}) of {run.endpoint_name}/"
+        f"{run.deployment_name}: {step['problem']}; all traffic is back on {live} and the new deployment is removed"
+    )
+
+    def record(current: Run) -> None:
+        current.traffic_steps[len(current.traffic_steps) - 1] = step
+        if not current.finished:
+            end_run(current, RunStatus.ROLLED_BACK, category=CANARY_CATEGORY, message=message)
+
+    update_claimed(ctx.ledger, run, record)
+    log.error("run %s rolled back: %s", run.run_id, message)
+    release_run_resources(ctx, run.run_id)

@@ -13,13 +13,13 @@ import pytest
 
 from shared.dashboard.charts import TrafficStep
 from shared.dashboard.page import page_headers, render_dashboard, render_dashboard_main
-from shared.dashboard.prices import hourly_cost
 from shared.dashboard.runs import stage_cells, traffic_steps
 from shared.dashboard.view import Dashboard, LossHistory, collect_dashboard
 from shared.errors import TransientError
 from shared.ledger import Run, RunStage, RunStatus
 from shared.ml.port import EndpointInfo
 from shared.ml.simulated import SimulatedMLBackend
+from shared.pricing import hourly_cost
 from shared.rejected import SetAside
 from shared.stages.cleanup import clean_up_idle_endpoints
 from tests.fakes import FakePoisonQueues, fake_context

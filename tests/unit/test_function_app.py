@@ -56,6 +56,7 @@ def test_every_stage_is_its_own_function_with_the_expected_trigger() -> None:
         "cancel_run_request": ("httpTrigger", "runs/{run_id}/cancel"),
         "list_rejected": ("httpTrigger", "rejected"),
         "get_rejected": ("httpTrigger", "rejected/{rejected_id}"),
+        "cleanup_api": ("httpTrigger", "cleanup"),
     }
     assert outputs["validate_dataset"] == ["submit-finetune"] and outputs["ml_job_events"] == ["register-model"]
     assert outputs["restore_endpoint_request"] == ["restore-endpoint"]

@@ -560,6 +560,7 @@ def test_names_in_the_template_default_to_the_codes_defaults() -> None:
         (settings_module.RUNS_TABLE, defaults.runs_table),
         (settings_module.FOLDERS_TABLE, defaults.folders_table),
         (settings_module.REJECTED_TABLE, defaults.rejected_table),
+        (settings_module.CLEANUP_TABLE, defaults.cleanup_table),
         (settings_module.AZUREML_FINETUNE_INSTANCE_TYPE, defaults.azureml_finetune_instance_type),
         (settings_module.AZUREML_INFERENCE_INSTANCE_TYPE, defaults.azureml_inference_instance_type),
         (settings_module.AZUREML_REGISTRY, defaults.azureml_registry),
@@ -600,7 +601,12 @@ def test_every_queue_and_its_poison_queue_is_created() -> None:
 def test_every_table_and_container_the_code_names_is_created() -> None:
     values = app_settings()
     params = storage_module_params()
-    for setting in (settings_module.RUNS_TABLE, settings_module.FOLDERS_TABLE, settings_module.REJECTED_TABLE):
+    for setting in (
+        settings_module.RUNS_TABLE,
+        settings_module.FOLDERS_TABLE,
+        settings_module.REJECTED_TABLE,
+        settings_module.CLEANUP_TABLE,
+    ):
         assert values[setting] in params["tables"].split(), f"the table of {setting} is not created"
     for setting in (settings_module.TRAINING_CONTAINER, settings_module.ARTIFACTS_CONTAINER):
         assert values[setting] in params["containers"].split(), f"the container of {setting} is not created"

@@ -61,6 +61,7 @@ from shared.ml.port import (
     QUOTA_DEPLOYMENT_ERRORS,
     RUN_TAG,
     TERMINAL_JOB_STATUSES,
+    DeploymentHealth,
     DeploymentInfo,
     DeploymentSpec,
     EndpointInfo,
@@ -82,6 +83,10 @@ class RequestMetrics(Protocol):
     def requests_per_minute(
         self, endpoint_id: str, region: str, start: datetime, end: datetime
     ) -> dict[str, list[int]]: ...
+
+    def deployment_health(
+        self, endpoint_id: str, region: str, deployment: str, start: datetime, end: datetime
+    ) -> DeploymentHealth: ...
 
 
 class JobTracking(Protocol):
@@ -569,6 +574,12 @@ class AzureMLBackend:
         for name in self._deployment_names(endpoint_name):
             counts.setdefault(name, [0] * minute_span(since, now))
         return counts
+
+    def deployment_health(self, endpoint_name: str, deployment_name: str, since: datetime) -> DeploymentHealth:
+        endpoint = self._endpoint(endpoint_name)
+        return self._metrics.deployment_health(
+            str(endpoint.id), str(endpoint.location), deployment_name, since, self._clock()
+        )
 
     def _workspace_region(self) -> str | None:
         """The workspace's region, for quota messages (None when it cannot be read)."""

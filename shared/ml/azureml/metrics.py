@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.ml.azureml.errors import METRICS_ROLE, translated
+from shared.ml.port import DeploymentHealth
 
 NAMESPACE = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints"
 METRIC = "RequestsPerMinute"
@@ -16,6 +17,12 @@ METRIC = "RequestsPerMinute"
 # https://learn.microsoft.com/azure/azure-monitor/reference/supported-metrics/microsoft-machinelearningservices-workspaces-onlineendpoints-metrics
 AGGREGATION = "Average"
 DEPLOYMENT_DIMENSION = "deployment"
+# RequestsPerMinute split by status class ("2xx", "4xx", "5xx"), and the p95 latency in ms, both by deployment and
+# under the same Average aggregation (same supported-metrics page). Mirrored requests count under the deployment
+# they are mirrored to, which is how the safe-rollout guide watches a mirror:
+# https://learn.microsoft.com/azure/machine-learning/how-to-safely-rollout-managed-endpoints
+STATUS_CLASS_DIMENSION = "statusCodeClass"
+LATENCY_METRIC = "RequestLatency_P95"
 MINUTE = timedelta(minutes=1)
 MAX_SERIES = 100
 
@@ -77,11 +84,51 @@ class AzureMonitorRequestMetrics:
                     series.append((str(dimensions.get(DEPLOYMENT_DIMENSION, "")), points))
         return minute_counts(series, start, end)
 
+    def deployment_health(
+        self, endpoint_id: str, region: str, deployment: str, start: datetime, end: datetime
+    ) -> DeploymentHealth:
+        """The deployment's requests, 5xx answers and p95 latency (the worst minute's) from `start` to `end`."""
+        where = f"{DEPLOYMENT_DIMENSION} eq '{deployment}'"
+        query: dict[str, Any] = {
+            "resource_ids": [endpoint_id],
+            "metric_namespace": NAMESPACE,
+            "timespan": (start, end),
+            "granularity": MINUTE,
+            "aggregations": [AGGREGATION],
+            "max_results": MAX_SERIES,
+        }
+        name = endpoint_id.rsplit("/", 1)[-1]
+        with translated(f"reading {METRIC} and {LATENCY_METRIC} of {name}/{deployment}", role=METRICS_ROLE):
+            counted = self._client(region).query_resources(
+                metric_names=[METRIC], filter=f"{where} and {STATUS_CLASS_DIMENSION} eq '*'", **query
+            )
+            timed = self._client(region).query_resources(metric_names=[LATENCY_METRIC], filter=where, **query)
+        requests = errors = 0
+        for dimensions, values in _series(counted):
+            # As in `minute_counts`: a positive average below 0.5 still means the minute had requests.
+            count = sum(max(1, round(value)) for value in values if value > 0)
+            requests += count
+            if str(dimensions.get(STATUS_CLASS_DIMENSION.lower(), "")).startswith("5"):
+                errors += count
+        latencies = [value for _, values in _series(timed) for value in values]
+        return DeploymentHealth(requests, errors, max(latencies) if requests and latencies else None)
+
     def _client(self, region: str) -> Any:
         with self._lock:
             if region not in self._clients:
                 self._clients[region] = self._client_factory(region, self._credential)
             return self._clients[region]
+
+
+def _series(results: Iterable[Any]) -> list[tuple[dict[str, Any], list[float]]]:
+    """Each time series' dimensions (names in lower case) and its Average values, the None ones left out."""
+    found = []
+    for result in results:
+        for metric in result.metrics:
+            for element in metric.timeseries:
+                dimensions = {key.lower(): value for key, value in (element.metadata_values or {}).items()}
+                found.append((dimensions, [point.average for point in element.data if point.average is not None]))
+    return found
 
 
 def _metrics_client(region: str, credential: Any) -> Any:

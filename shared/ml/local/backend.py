@@ -33,11 +33,12 @@ from shared.errors import (
 from shared.ml.local import jobs
 from shared.ml.local.parameters import resolve_parameters
 from shared.ml.local.processes import pid_alive, spawn_module, stop_process
-from shared.ml.local.serving import DEPLOYMENT_HEADER, HEALTH_PATH, SCORE_PATH
+from shared.ml.local.serving import DEPLOYMENT_HEADER, HEALTH_PATH, SCORE_PATH, request_log_path
 from shared.ml.local.store import LocalStore, log_tail, read_json
 from shared.ml.local.weights import BaseModel
 from shared.ml.port import (
     RUN_TAG,
+    DeploymentHealth,
     DeploymentInfo,
     DeploymentSpec,
     EndpointInfo,
@@ -486,6 +487,22 @@ class LocalMLBackend:
             ]
             for deployment in record["deployments"]
         }
+
+    def deployment_health(self, endpoint_name: str, deployment_name: str, since: datetime) -> DeploymentHealth:
+        """From the endpoint's request log; requests that named their deployment (smoke tests) do not count."""
+        self._endpoint(endpoint_name)
+        path = request_log_path(self.store, endpoint_name)
+        answered = []
+        with self.store.lock():
+            lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash mid-write
+            if entry["deployment"] == deployment_name and not entry["pinned"] and parse_iso(entry["at"]) >= since:
+                answered.append((int(entry["status"]), float(entry["latency_ms"])))
+        return DeploymentHealth.of_requests(answered)
 
     # the local stack
     def restore_serving(self) -> list[str]:

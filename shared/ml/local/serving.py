@@ -5,7 +5,8 @@
 
 An endpoint server checks the key (`Authorization: Bearer <key>`, 401 otherwise), picks a deployment
 (the `azureml-model-deployment` header, else at random by the traffic weights in its record), forwards
-the request to that deployment's process on 127.0.0.1 and counts it per deployment and minute. A
+the request to that deployment's process on 127.0.0.1, counts it per deployment and minute, and logs
+its status and latency (`request_log.jsonl`, read by the progressive-traffic gate). A
 deployment with mirror traffic gets a copy of that share of the requests not pinned by the header; its
 answers are dropped. A deployment process loads its registered model from the MLflow registry, then listens; it answers
 `{"output": "<assistant text>"}` like Azure's chat-completion deployments.
@@ -20,6 +21,7 @@ import logging
 import random
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -71,6 +73,27 @@ def record_request(store: LocalStore, endpoint_name: str, deployment_name: str, 
         per_minute[minute] = per_minute.get(minute, 0) + 1
         counts["_last_request_at"] = utc_iso(moment)
         write_json(path, counts)
+
+
+def request_log_path(store: LocalStore, endpoint_name: str) -> Path:
+    """One JSON line per answered request of the endpoint: what `deployment_health` reads."""
+    return store.endpoint_dir(endpoint_name) / "request_log.jsonl"
+
+
+def log_request(
+    store: LocalStore, endpoint_name: str, deployment_name: str, status: int, latency_ms: float, *, pinned: bool
+) -> None:
+    """Append the request's deployment, status and latency; `pinned`: it named its deployment (a smoke test)."""
+    line = {
+        "at": utc_iso(datetime.now(timezone.utc)),
+        "deployment": deployment_name,
+        "status": status,
+        "latency_ms": round(latency_ms, 1),
+        "pinned": pinned,
+    }
+    path = request_log_path(store, endpoint_name)
+    with store.lock(), path.open("a", encoding="utf-8") as log_file:
+        log_file.write(json.dumps(line) + "\n")
 
 
 class _JsonHandler(BaseHTTPRequestHandler):
@@ -134,10 +157,18 @@ class EndpointHandler(_JsonHandler):
             self._reply(404, {"error": str(exc)})
             return
         record_request(self.store, self.endpoint_name, name, datetime.now(timezone.utc))
-        if not self.headers.get(DEPLOYMENT_HEADER):
+        pinned = bool(self.headers.get(DEPLOYMENT_HEADER))
+        if not pinned:
             self._mirror(body, record, name)
-        status, answer = self._forward(body, int(deployments[name]["port"]), name)
+        status, answer = self._forward_logged(body, int(deployments[name]["port"]), name, pinned=pinned)
         self._reply(status, answer, {DEPLOYMENT_HEADER: name})
+
+    def _forward_logged(self, body: bytes, port: int, name: str, *, pinned: bool) -> tuple[int, Any]:
+        """Forward, then log the answer's status and latency for the deployment's health."""
+        started = time.perf_counter()
+        status, answer = self._forward(body, port, name)
+        log_request(self.store, self.endpoint_name, name, status, (time.perf_counter() - started) * 1000, pinned=pinned)
+        return status, answer
 
     def _mirror(self, body: bytes, record: dict[str, Any], served_by: str) -> None:
         """Copy the request, in the background, to the deployment with mirror traffic, for its share of
@@ -148,7 +179,11 @@ class EndpointHandler(_JsonHandler):
                 continue
             record_request(self.store, self.endpoint_name, name, datetime.now(timezone.utc))
             threading.Thread(
-                target=self._forward, args=(body, int(deployment["port"]), name), name=f"mirror-{name}", daemon=True
+                target=self._forward_logged,
+                args=(body, int(deployment["port"]), name),
+                kwargs={"pinned": False},
+                name=f"mirror-{name}",
+                daemon=True,
             ).start()
 
     def _authorised(self) -> bool:

@@ -28,7 +28,9 @@ behaviour names its page:
 
 from __future__ import annotations
 
+import math
 import random
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,7 +43,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.monitor.querymetrics import MetricsQueryResult
 
 from shared.ml.azureml.catalog import BaseModel
-from shared.ml.azureml.metrics import METRIC, NAMESPACE
+from shared.ml.azureml.metrics import LATENCY_METRIC, METRIC, NAMESPACE
 from tests.fakes import FakeClock
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
@@ -610,12 +612,27 @@ class FakeRequestMetrics:
     documented aggregation, Average; under any other every point is None. Split by `deployment eq '*'`, a
     deployment without requests in the timespan has no series, and a minute without requests is None.
     `failures`: endpoint name -> the error the service raises when asked about that endpoint.
+
+    Requests the scoring log holds answered 2xx in `latency_ms`; `serve` adds requests the service saw from
+    other clients (live traffic, mirrored copies) with their status and latency. A filter may pin a
+    deployment (`deployment eq 'blue'`) and split by `statusCodeClass eq '*'`; `RequestLatency_P95`
+    answers each minute's p95 (nearest rank) of the requests in it.
     """
 
     def __init__(self, http: FakeScoringHttp) -> None:
         self._http = http
         self.queries: list[dict[str, Any]] = []
         self.failures: dict[str, Exception] = {}
+        self.served: list[dict[str, Any]] = []
+        self.latency_ms = 50.0
+
+    def serve(
+        self, endpoint: str, deployment: str, at: datetime, *, status: int = 200, latency_ms: float = 50.0
+    ) -> None:
+        """Record one request the service answered (what clients other than the app's smoke test sent)."""
+        self.served.append(
+            {"endpoint": endpoint, "deployment": deployment, "at": at, "status": status, "latency_ms": latency_ms}
+        )
 
     def client(self, region: str, credential: Any) -> FakeRequestMetrics:
         """What `AzureMonitorRequestMetrics` takes as `client_factory`: one fake service answers every region."""
@@ -636,14 +653,17 @@ class FakeRequestMetrics:
         self.queries.append(
             {"resource_ids": resource_ids, "metric_names": metric_names, "aggregations": aggregations, "filter": filter}
         )
-        if metric_namespace != NAMESPACE or metric_names != [METRIC]:
+        if metric_namespace != NAMESPACE or len(metric_names) != 1 or metric_names[0] not in (METRIC, LATENCY_METRIC):
             raise http_error(400, f"metric {metric_names} not found in namespace {metric_namespace}")
         if granularity != timedelta(minutes=1):
             raise NotImplementedError("the fake answers PT1M only, the metric's one time grain")
-        return [self._result(resource_id, *timespan, aggregations, filter or "") for resource_id in resource_ids]
+        return [
+            self._result(resource_id, *timespan, aggregations, filter or "", metric_names[0])
+            for resource_id in resource_ids
+        ]
 
     def _result(
-        self, resource_id: str, start: datetime, end: datetime, aggregations: list[str], filter: str
+        self, resource_id: str, start: datetime, end: datetime, aggregations: list[str], filter: str, metric_name: str
     ) -> MetricsQueryResult:
         name = resource_id.rsplit("/", 1)[-1]
         if name in self.failures:
@@ -651,28 +671,46 @@ class FakeRequestMetrics:
         first = start.replace(second=0, microsecond=0)
         minutes = [first + timedelta(minutes=offset) for offset in range(int((end - first) / timedelta(minutes=1)) + 1)]
         split = "deployment eq '*'" in filter
-        per_series: dict[str, dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
-        for request in self._http.requests:
-            if request["endpoint"] == name and start <= request["at"] <= end:
-                series = request["deployment"] if split else ""
-                per_series[series][request["at"].replace(second=0, microsecond=0)] += 1
+        split_class = "statusCodeClass eq '*'" in filter
+        pinned = re.search(r"deployment eq '([^'*]+)'", filter)
+        answered = [
+            {**request, "status": 200, "latency_ms": self.latency_ms} for request in self._http.requests
+        ] + self.served
+        per_series: dict[tuple[str, str], dict[datetime, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for request in answered:
+            if request["endpoint"] != name or not start <= request["at"] <= end:
+                continue
+            if pinned and request["deployment"] != pinned.group(1):
+                continue
+            series = (request["deployment"] if split else "", f"{request['status'] // 100}xx" if split_class else "")
+            per_series[series][request["at"].replace(second=0, microsecond=0)].append(request["latency_ms"])
+
+        def value(latencies: list[float]) -> float | None:
+            if not latencies:
+                return None
+            if metric_name == METRIC:
+                return float(len(latencies))
+            return sorted(latencies)[max(1, math.ceil(0.95 * len(latencies))) - 1]
+
         timeseries = [
             {
-                "metadatavalues": [{"name": {"value": "deployment"}, "value": series}] if split else [],
+                "metadatavalues": [{"name": {"value": "deployment"}, "value": deployment}] * split
+                + [{"name": {"value": "statusCodeClass"}, "value": status_class}] * split_class,
                 "data": [
                     {
                         "timeStamp": moment.isoformat().replace("+00:00", "Z"),
                         **{
-                            aggregation.lower(): (counts.get(moment) or None) if aggregation == "Average" else None
+                            aggregation.lower(): value(minute.get(moment, [])) if aggregation == "Average" else None
                             for aggregation in aggregations
                         },
                     }
                     for moment in minutes
                 ],
             }
-            for series, counts in per_series.items()
+            for (deployment, status_class), minute in per_series.items()
         ]
-        metric = {"id": f"{resource_id}/metrics", "type": "m", "name": {"value": METRIC}, "unit": "Count"}
+        unit = "Count" if metric_name == METRIC else "Milliseconds"
+        metric = {"id": f"{resource_id}/metrics", "type": "m", "name": {"value": metric_name}, "unit": unit}
         body = {
             "timespan": f"{minutes[0].isoformat()}/{end.isoformat()}",
             "interval": "PT1M",

@@ -13,6 +13,8 @@ import pytest
 from validation_helpers import conversation, jsonl, parquet
 
 from autopilot.commands import prepare as prepare_command
+from autopilot.commands import upload as upload_command
+from autopilot.commands.exits import run_command
 from shared.storage import BlobInfo
 
 SPLITS = ("train_sft", "test_sft", "train_gen", "test_gen")
@@ -22,7 +24,7 @@ def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="autopilot")
     prepare_command.register(parser.add_subparsers())
     args = parser.parse_args(["prepare", *argv])
-    return int(args.func(args))
+    return run_command(args)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,9 @@ def test_prepare_keeps_the_first_percent_of_each_split(hub_layout: Path, tmp_pat
     assert "train_sft" in printed.err  # the progress bar
 
 
-def test_prepare_takes_only_the_splits_named(hub_layout: Path, tmp_path: Path) -> None:
+def test_prepare_takes_only_the_splits_named_and_a_rejected_verdict_exits_1(
+    hub_layout: Path, tmp_path: Path, capsys: Any
+) -> None:
     out = tmp_path / "out"
 
     assert (
@@ -81,11 +85,12 @@ def test_prepare_takes_only_the_splits_named(hub_layout: Path, tmp_path: Path) -
                 str(tmp_path / "c"),
             ]
         )
-        == 0
+        == 1  # 2 training rows are fewer than the validator's minimum of 10: rejected
     )
 
     assert sorted(path.name for path in out.iterdir()) == ["test_sft.jsonl", "train_sft.jsonl"]
     assert len(prompt_ids(out / "train_sft.jsonl")) == 2  # 5 % of 40
+    assert "is rejected" in capsys.readouterr().err
 
 
 def test_an_unknown_split_or_dataset_exits_2(hub_layout: Path, tmp_path: Path, capsys: Any) -> None:
@@ -127,11 +132,15 @@ class FakeBlobStore:
 
     def __init__(self) -> None:
         self.blobs: dict[tuple[str, str], bytes] = {}
+        self.md5s: dict[tuple[str, str], str] = {}
 
-    def upload(self, container: str, name: str, data: bytes | IO[bytes], content_type: str = "") -> BlobInfo:
+    def upload(
+        self, container: str, name: str, data: bytes | IO[bytes], content_type: str = "", content_md5: str = ""
+    ) -> BlobInfo:
         content = data if isinstance(data, bytes) else data.read()
         self.blobs[(container, name)] = content
-        return BlobInfo(container, name, self.url(container, name), "etag", len(content))
+        self.md5s[(container, name)] = content_md5
+        return BlobInfo(container, name, self.url(container, name), "etag", len(content), content_md5)
 
     def list_blobs(self, container: str, prefix: str) -> list[BlobInfo]:
         return [
@@ -154,11 +163,19 @@ def test_upload_sends_data_files_and_the_manifest_last(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not part of the dataset")
     store = FakeBlobStore()
 
-    names = prepare_command.upload_folder(tmp_path, "ultrachat", "v1", store, "training-data")
+    run_id = upload_command.upload_folder(
+        tmp_path, "ultrachat", "v1", report=lambda line: None, store=store, container="training-data"
+    )
 
-    assert names == ["ultrachat/v1/test_sft.jsonl", "ultrachat/v1/train_sft.jsonl", "ultrachat/v1/autopilot.json"]
+    names = ["ultrachat/v1/test_sft.jsonl", "ultrachat/v1/train_sft.jsonl", "ultrachat/v1/autopilot.json"]
     assert list(store.blobs) == [("training-data", name) for name in names]
     assert store.blobs[("training-data", "ultrachat/v1/train_sft.jsonl")] == (tmp_path / "train_sft.jsonl").read_bytes()
+    # The same Content-MD5 and run id as `autopilot upload`: prepare uploads through its code.
+    assert store.md5s[("training-data", "ultrachat/v1/train_sft.jsonl")] == upload_command.md5_of(
+        tmp_path / "train_sft.jsonl"
+    )
+    files = upload_command.dataset_files(tmp_path)
+    assert run_id == upload_command.expected_run_id("ultrachat", files)
 
 
 @pytest.mark.integration

@@ -111,7 +111,7 @@ def test_a_name_without_split_is_validated_as_train_with_a_note(
     [
         (["missing.jsonl"], "no such file or folder"),
         (["README.md"], "not a .jsonl, .jsonl.gz or .parquet file"),
-        (["empty-folder"], "holds no .jsonl"),
+        (["empty-folder"], "holds no train*, test* or validation* file"),
     ],
 )
 def test_usage_and_io_errors_exit_2(
