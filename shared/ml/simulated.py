@@ -61,6 +61,7 @@ FAILURE_POINTS = ("training", "deployment", "scoring", "quality", "event", "cana
 # Every how many-th live request a `canary` model answers with a 5xx, and how long any simulated request takes.
 CANARY_FAILURE_EVERY = 2
 SIMULATED_LATENCY_MS = 20.0
+LIVE_LOG_LIMIT = 10_000
 BEFORE_EFFECT = "before"
 AFTER_EFFECT = "after"
 
@@ -452,9 +453,9 @@ class SimulatedMLBackend:
         if deployment.get("failure") == "canary":
             deployment["live_requests"] = deployment.get("live_requests", 0) + 1
             failed = deployment["live_requests"] % CANARY_FAILURE_EVERY == 0
-        endpoint.setdefault("live_log", {}).setdefault(deployment_name, []).append(
-            [iso(self._clock()), 503 if failed else 200]
-        )
+        logged = endpoint.setdefault("live_log", {}).setdefault(deployment_name, [])
+        logged.append([iso(self._clock()), 503 if failed else 200])
+        del logged[:-LIVE_LOG_LIMIT]  # the state file stays small on a long demo; a bake needs far fewer
         return failed
 
     @_faulty

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from shared.errors import BackendError, CannotCancelError
 from shared.ledger import Run, RunLedger, RunStage, RunStatus, end_run, update_run
 from shared.messages import CancelRun
+from shared.lifecycle import announce
 from shared.stages.context import StageContext, log
 
 # From promotion on, the run's deployment takes traffic: it is not stopped half-way.
@@ -57,6 +58,7 @@ def cancel_run(message: CancelRun, ctx: StageContext) -> None:
     if said != run.error_message:
         update_run(ctx.ledger, run.run_id, lambda current: setattr(current, "error_message", said))
     log.warning("run %s canceled in %s: %s", run.run_id, run.stage.value, said)
+    announce(ctx, ctx.ledger.get(run.run_id) or run)
 
 
 def _stopping(run: Run, ctx: StageContext) -> list[tuple[str, str, Callable[[], None]]]:

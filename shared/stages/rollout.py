@@ -237,7 +237,8 @@ def _choose_endpoint(run: Run, ctx: StageContext) -> Run:
     smoke-tested, promoted or removed, never left billing unknown to the run.
     """
     endpoint_name = endpoint_name_for(run, ctx.backend.endpoint_scope)
-    deployment_name = f"v{run.model_version}"[:ENDPOINT_NAME_LIMIT]
+    # Azure wants 3-32 characters: a short version (a model registered by hand as 7) is padded (v07).
+    deployment_name = f"v{run.model_version:0>2}"[:ENDPOINT_NAME_LIMIT]
     existing = ctx.backend.get_endpoint(endpoint_name)
     if existing is not None:
         _check_managed(existing, run)
@@ -459,8 +460,14 @@ def _promote(run: Run, ctx: StageContext) -> None:
         return
     if superseded(ctx, run):
         return
-    if not _baked(run, ctx):
-        return
+    try:
+        if not _baked(run, ctx):
+            return
+    except PermanentError:
+        # The run is about to end `failed`, and the release of its resources leaves a deployment that takes
+        # traffic in place: give the live deployment all of it back first.
+        _give_live_all_traffic(run, ctx)
+        raise
     wanted = {run.deployment_name: 100}
     endpoint = ctx.backend.get_endpoint(run.endpoint_name)
     if endpoint is None or {name: weight for name, weight in endpoint.traffic.items() if weight} != wanted:
@@ -563,6 +570,16 @@ def _baked(run: Run, ctx: StageContext) -> bool:
     )
     _check_step_at(ctx, run, started + timedelta(minutes=ctx.settings.bake_minutes))
     return False
+
+
+def _give_live_all_traffic(run: Run, ctx: StageContext) -> None:
+    """Best effort, for a rollout that cannot go on: all traffic (and no mirror) back on the live deployment."""
+    if not bake_plan(run, ctx):
+        return
+    try:
+        ctx.backend.set_traffic(run.endpoint_name, {run.previous_deployment: 100}, mirror_traffic={})
+    except Exception as exc:  # the run's own error is what must be recorded and raised
+        log.error("run %s: could not give %s all traffic back: %s", run.run_id, run.previous_deployment, exc)
 
 
 def _check_step_at(ctx: StageContext, run: Run, due: datetime) -> None:

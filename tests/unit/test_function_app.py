@@ -39,6 +39,7 @@ def test_every_stage_is_its_own_function_with_the_expected_trigger() -> None:
         "validate_dataset": ("queueTrigger", "validate-dataset"),
         "submit_finetune": ("queueTrigger", "submit-finetune"),
         "ml_job_events": ("eventGridTrigger", None),
+        "model_registered": ("eventGridTrigger", None),
         "check_finetune_job": ("queueTrigger", "check-finetune-job"),
         "register_model": ("queueTrigger", "register-model"),
         "deploy_model": ("queueTrigger", "deploy-model"),

@@ -192,3 +192,18 @@ def test_traffic_steps_setting(raw: str, steps: tuple[int, ...]) -> None:
 def test_bad_progressive_traffic_settings_fail_naming_the_setting(name: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=name):
         Settings.from_env({"AzureWebJobsStorage": "x", name: value})
+
+
+def test_each_step_is_baked_and_judged_in_turn() -> None:
+    ctx, new, live = live_then_new()
+    ctx.settings = replace(ctx.settings, traffic_steps=(10, 50, 100))
+    clients_send(ctx, new.endpoint_name, 400)
+    second = after_the_bake(ctx, new.run_id)
+    assert [(step["percent"], step.get("verdict")) for step in second.traffic_steps] == [(10, "passed"), (50, None)]
+    endpoint = ctx.backend.get_endpoint(new.endpoint_name)
+    assert endpoint is not None and endpoint.traffic == {live.deployment_name: 50, new.deployment_name: 50}
+    clients_send(ctx, new.endpoint_name, 100)
+    done = after_the_bake(ctx, new.run_id)
+    assert done.status is RunStatus.SUCCEEDED
+    assert [step.get("verdict") for step in done.traffic_steps] == ["passed", "passed", None]
+    assert done.traffic_steps[1]["new"]["requests"] > done.traffic_steps[0]["new"]["requests"] / 4

@@ -34,13 +34,13 @@ def test_a_model_registered_outside_is_rolled_out_on_azure_ml(component: Any, ba
     # which the app checks before deploying anything), and the setting naming it
     world = azure_world(component, base_model)
     ctx = chain(world, redeploy_models=("support-bot",), redeploy_endpoint="ep-support")
-    world.workspace.models.models[("support-bot", "7")] = Model(
+    world.workspace.models.models[("support-bot", "1763638937")] = Model(
         name="support-bot",
-        version="7",
+        version="1763638937",
         path="azureml://jobs/other-pipeline/outputs/trained_model",
         tags={"inference_compute_allow_list": "['Standard_NC24ads_A100_v4']"},
     )
-    [raw] = model_registered_payload("support-bot", "7", {}, "t", "now")
+    [raw] = model_registered_payload("support-bot", "1763638937", {}, "t", "now")
     event = ModelRegistered.parse(raw["id"], raw["eventType"], raw["subject"], raw["data"])
 
     # WHEN its ModelRegistered event comes

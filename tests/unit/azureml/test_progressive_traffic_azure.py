@@ -13,7 +13,7 @@ from shared.ml.azureml.catalog import BaseModel
 from shared.ml.azureml.metrics import LATENCY_METRIC, METRIC
 from shared.stages.context import StageContext
 from tests.unit.azureml.conftest import AzureWorld, azure_world
-from tests.unit.azureml.fakes import FakeRequestMetrics
+from tests.unit.azureml.fakes import FakeRequestMetrics, http_error
 from tests.unit.azureml.test_chain import chain, start
 from tests.unit.azureml.test_idle_cleanup_azure import monitor_of
 from tests.unit.test_stages import dispatch
@@ -119,3 +119,17 @@ def test_mirror_mode_mirrors_live_traffic_and_judges_the_mirrors_errors(componen
     assert ended.status is RunStatus.ROLLED_BACK
     endpoint = world.workspace.online_endpoints.endpoints[new.endpoint_name]
     assert endpoint.traffic == {live.deployment_name: 100} and not endpoint.mirror_traffic
+
+
+def test_a_gate_that_cannot_read_the_figures_fails_the_run_and_gives_the_live_deployment_all_traffic_back(
+    component: Any, base_model: BaseModel
+) -> None:
+    ctx, world, new, live = in_the_first_step(component, base_model)
+    monitor_of(world).failures[new.endpoint_name] = http_error(403, "no Monitoring Reader role on the endpoint")
+
+    ended = after_the_bake(ctx, world, new.run_id)
+
+    assert ended.status is RunStatus.FAILED and ended.error_category == "authorization"
+    endpoints = world.workspace.online_endpoints
+    assert endpoints.endpoints[new.endpoint_name].traffic == {live.deployment_name: 100}
+    assert list(endpoints.deployments[new.endpoint_name]) == [live.deployment_name]
