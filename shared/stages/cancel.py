@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from shared.errors import BackendError, CannotCancelError
 from shared.ledger import Run, RunLedger, RunStage, RunStatus, end_run, update_run
-from shared.messages import CancelRun
 from shared.lifecycle import announce
+from shared.messages import CancelRun
 from shared.stages.context import StageContext, log
 
 # From promotion on, the run's deployment takes traffic: it is not stopped half-way.
