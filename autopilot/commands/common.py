@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from autopilot.local.processes import PROJECT_ROOT
+from autopilot.commands.exits import EXIT_UNREACHABLE, START_THE_STACK, CommandError
+from autopilot.local.processes import PROJECT_ROOT, port_answers
 from autopilot.local.stack import LocalStack, default_state_dir
 from shared.ledger import Run, RunLedger, TableRunLedger
 from shared.settings import STATE_DIR, STORAGE_CONNECTION, Settings
@@ -39,8 +41,29 @@ def settings_env() -> dict[str, str]:
     return env
 
 
-def cli_settings() -> Settings:
-    return Settings.from_env(settings_env())
+_LOCAL_ENDPOINT = re.compile(r"(Blob|Queue|Table)Endpoint=https?://(127\.0\.0\.1|localhost):(\d+)", re.IGNORECASE)
+
+
+def cli_settings(need_storage: bool = True) -> Settings:
+    """The settings as the app would see them.
+
+    With `need_storage` and a local (Azurite) connection, the storage ports must answer: otherwise the SDK's
+    retries would keep the user waiting for a minute and a half before saying the stack is down.
+    """
+    env = settings_env()
+    if need_storage:
+        down = [
+            f"{service.lower()} {host}:{port}"
+            for service, host, port in _LOCAL_ENDPOINT.findall(env.get(STORAGE_CONNECTION, ""))
+            if not port_answers(int(port))
+        ]
+        if down:
+            raise CommandError(
+                f"the local stack is not running: nothing answers on {', '.join(down)} (Azurite)",
+                EXIT_UNREACHABLE,
+                START_THE_STACK,
+            )
+    return Settings.from_env(env)
 
 
 PROGRESS_EVERY_S = 10.0

@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from autopilot.local.stack import LocalStack
 
     env = settings_env()
-    settings = cli_settings()
+    # The stack is started below: its storage need not answer yet.
+    settings = cli_settings(need_storage=False)
     _say("== Finetune Autopilot demo ==")
     if settings.ml_backend == "simulated":
         _say("ML backend: SIMULATED - no model is trained or served; jobs, models and endpoints are stand-ins")

@@ -45,7 +45,8 @@ def _backend() -> MLBackend:
     from autopilot.commands.common import cli_settings
     from shared.bootstrap import build_backend
 
-    settings = cli_settings()
+    # The backends keep their own records (the local one in the state folder): storage need not answer.
+    settings = cli_settings(need_storage=False)
     if settings.ml_backend == "local":
         from shared.ml.local.backend import LocalMLBackend
 

@@ -56,9 +56,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write <split>.jsonl into")
     parser.add_argument(
         "--splits",
+        "--split",
+        dest="splits",
         type=_names,
         metavar="A,B",
-        help="splits to take, comma-separated, e.g. train_sft,test_sft (default: all the dataset has)",
+        help="splits to take, comma-separated, e.g. train_sft,test_sft (default: all the dataset has); "
+        "--split is the same option, as `validate` spells it",
     )
     parser.add_argument(
         "--upload",

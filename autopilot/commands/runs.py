@@ -108,6 +108,9 @@ def describe(run: Run) -> str:
             f"smoke     {'passed' if run.smoke.get('passed') else 'FAILED'} ({run.smoke.get('requests')} requests"
             f"{similar})"
         )
+    for step in run.traffic_steps:
+        figures = ", ".join(f"{key} {value}" for key, value in step.items() if key not in ("step", "mode", "percent"))
+        lines.append(f"traffic   step {step.get('step')}: {step.get('percent')} % {step.get('mode', '')}  {figures}")
     if run.retries:
         counts = ", ".join(f"{step} {count}" for step, count in sorted(run.retries.items()))
         lines.append(

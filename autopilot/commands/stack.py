@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from autopilot.commands.exits import EXIT_OK, EXIT_UNREACHABLE
+from autopilot.commands.exits import EXIT_OK, EXIT_UNREACHABLE, CommandError
 from autopilot.local.stack import SERVICES, LocalStack
 
 JSON_HELP = "print the outcome as JSON (progress goes to stderr)"
@@ -42,7 +42,11 @@ def run_up(args: argparse.Namespace) -> int:
     say = _progress(args)
     stack = LocalStack(env=settings_env())
     before = stack.status()
-    state = stack.up(report=say)
+    try:
+        state = stack.up(report=say)
+    except RuntimeError as exc:
+        # A service that exits or does not answer in time: its log says why.
+        raise CommandError(str(exc), EXIT_UNREACHABLE, f"the logs are in {stack.logs}") from exc
     if all(before.values()) and stack.load() is not None:
         say("the local stack is already up")
     say(

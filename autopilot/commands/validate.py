@@ -96,7 +96,7 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"autopilot validate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        options = stage_options(cli_settings(), manifest, args)
+        options = stage_options(cli_settings(need_storage=False), manifest, args)
         copies = CleanCopies(args.out_clean, sources) if args.out_clean else None
         try:
             report = validate_dataset(sources, options, copies.open if copies else None)

@@ -9,6 +9,39 @@ import time
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# A word each service's command line holds: a process id that `up` remembered counts as the service's only
+# while its command line still holds it and it started when `up` saw it start (a reused id does neither).
+SERVICE_MARKERS = {"azurite": "azurite", "eventgrid": "autopilot.local.eventgrid", "runner": "autopilot.local.runner"}
+# create_time is derived from boot time and clock ticks: the same process reads the same to well within this.
+_START_TIME_TOLERANCE_S = 0.5
+
+
+def process_start_time(pid: int) -> float | None:
+    """When the process started (seconds since the epoch, as psutil reads it); None if it is gone."""
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def is_our_process(pid: int, service: str, started_at: float | None) -> bool:
+    """Whether `pid` is still the `service` process `up` started: its command line and start time match.
+
+    A stack.json without start times (written before they were kept) is checked by the command line alone.
+    """
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        command_line = " ".join(process.cmdline())
+        created = process.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    if SERVICE_MARKERS[service] not in command_line:
+        return False
+    return started_at is None or abs(created - started_at) <= _START_TIME_TOLERANCE_S
 
 
 def free_port() -> int:

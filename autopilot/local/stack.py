@@ -16,7 +16,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from autopilot.local.processes import PROJECT_ROOT, port_answers, start_azurite
+from autopilot.local.processes import (
+    PROJECT_ROOT,
+    is_our_process,
+    port_answers,
+    process_start_time,
+    start_azurite,
+)
 from shared.ml.local.processes import pid_alive, stop_process
 from shared.settings import STATE_DIR, STORAGE_CONNECTION, azurite_connection_string
 
@@ -49,6 +55,13 @@ class StackPorts:
 class StackState:
     ports: StackPorts
     pids: dict[str, int] = field(default_factory=dict)
+    # Each process's start time (psutil's create_time): with the command line, what tells it from a reused pid.
+    started: dict[str, float] = field(default_factory=dict)
+
+    def owns(self, service: str) -> bool:
+        """Whether the remembered pid of `service` is still the process `up` started."""
+        pid = self.pids.get(service)
+        return pid is not None and pid_alive(pid) and is_our_process(pid, service, self.started.get(service))
 
     @property
     def connection_string(self) -> str:
@@ -104,11 +117,16 @@ class LocalStack:
         if not self._state_file.exists():
             return None
         raw = json.loads(self._state_file.read_text())
-        return StackState(StackPorts(**raw["ports"]), {k: int(v) for k, v in raw["pids"].items()})
+        return StackState(
+            StackPorts(**raw["ports"]),
+            {k: int(v) for k, v in raw["pids"].items()},
+            {k: float(v) for k, v in raw.get("started", {}).items()},
+        )
 
     def _save(self, state: StackState) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._state_file.write_text(json.dumps({"ports": asdict(state.ports), "pids": state.pids}, indent=1))
+        document = {"ports": asdict(state.ports), "pids": state.pids, "started": state.started}
+        self._state_file.write_text(json.dumps(document, indent=1))
 
     def child_env(self, state: StackState) -> dict[str, str]:
         """What the runner and the stand-in see: the caller's settings, pointed at this stack."""
@@ -150,9 +168,13 @@ class LocalStack:
                 if pid is None:
                     report(f"{service}: something already answers on its port (not started by autopilot up); using it")
                 continue
-            if pid is not None and pid_alive(pid):
+            if state.owns(service):
                 stop_process(pid, timeout=20.0)
+            report(f"{service}: starting (waiting up to {timeout:.0f} s until it answers)")
             state.pids[service] = self._start(service, state, timeout)
+            started = process_start_time(state.pids[service])
+            if started is not None:
+                state.started[service] = started
             self._save(state)
             report(f"{service}: started (pid {state.pids[service]}, log {self.logs / (service + '.log')})")
         self._save(state)
@@ -222,6 +244,10 @@ class LocalStack:
         for service in reversed(SERVICES):
             pid = state.pids.get(service)
             if pid is None:
+                continue
+            if pid_alive(pid) and not state.owns(service):
+                # After a reboot the id may belong to another program: never signal what `up` did not start.
+                report(f"{service}: pid {pid} is no longer the process autopilot up started; left alone")
                 continue
             stopped = stop_process(pid, timeout=20.0)
             report(f"{service}: {'stopped' if stopped else 'was not running'} (pid {pid})")

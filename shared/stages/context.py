@@ -153,9 +153,14 @@ def _still_held(ctx: StageContext, claimed: Run) -> bool:
 
 def retry_minutes(settings: Settings, step: str) -> float:
     """How long a step may keep retrying transient errors: AUTOPILOT_TRANSIENT_RETRY_MINUTES, and for
-    deploying (whose checks run on the same clock) at least AUTOPILOT_DEPLOYMENT_TIMEOUT_MINUTES."""
+    deploying (whose checks run on the same clock) at least AUTOPILOT_DEPLOYMENT_TIMEOUT_MINUTES; for
+    promoting, plus its bake periods."""
     if step == RunStage.DEPLOYING.value:
         return max(settings.transient_retry_minutes, settings.deployment_timeout_minutes)
+    if step == RunStage.PROMOTING.value:
+        # The bake periods of progressive traffic run on the promotion's clock too.
+        bakes = max(0, len(settings.traffic_steps) - 1)
+        return settings.transient_retry_minutes + bakes * settings.bake_minutes
     return settings.transient_retry_minutes
 
 

@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from shared.errors import PermanentError, TransientError
-from shared.ledger import Run, RunStatus, iso, update_run
+from shared.ledger import Run, RunStage, RunStatus, iso, update_run
 from shared.ml.port import MANAGED_BY_TAG, MANAGED_BY_VALUE
 
 if TYPE_CHECKING:
@@ -71,6 +71,16 @@ def _remove(ctx: StageContext, run: Run) -> list[str]:
         return []
     removed = []
     if run.deployment_name in endpoint.deployments:
+        previous = run.previous_deployment
+        if (
+            endpoint.traffic.get(run.deployment_name, 0) > 0
+            and run.stage is RunStage.PROMOTING
+            and previous
+            and previous in endpoint.deployments
+        ):
+            # Ended in a bake step (a share of traffic on trial): the deployment that was live gets it all back.
+            ctx.backend.set_traffic(run.endpoint_name, {previous: 100})
+            endpoint = ctx.backend.get_endpoint(run.endpoint_name) or endpoint
         if endpoint.traffic.get(run.deployment_name, 0) > 0:
             log.warning(
                 "run %s: deployment %s takes traffic on %s: left in place",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from shared.ledger import Run, RunStage
 from tests.fakes import FakeRunLedger
 
 SAMPLE = PROJECT_ROOT / "samples" / "ahoy-chat" / "v1"
+AZURE_STORAGE = "DefaultEndpointsProtocol=https;AccountName=fake;AccountKey=ZmFrZQ==;EndpointSuffix=core.windows.net"
 
 
 @pytest.fixture
@@ -76,7 +78,8 @@ def test_debug_adds_the_traceback(stack_down: Path, capsys: pytest.CaptureFixtur
 
 @pytest.fixture
 def ledger(monkeypatch: pytest.MonkeyPatch, stack_down: Path) -> FakeRunLedger:
-    """GIVEN a ledger with one training run, in place of the storage table."""
+    """GIVEN a ledger with one training run, in place of the storage table of an Azure account."""
+    monkeypatch.setenv("AzureWebJobsStorage", AZURE_STORAGE)
     fake = FakeRunLedger()
     run = Run("r1", "chat", "v1", "c" * 64, "simulated", "2026-11-22T05:00:00+00:00", stage=RunStage.TRAINING)
     fake.create(run)
@@ -216,3 +219,15 @@ def test_status_json_parses_and_says_where(stack_down: Path, capsys: pytest.Capt
     assert status["healthy"] is False
     assert set(status["services"]) == {"azurite", "eventgrid", "runner"}
     assert status["state_dir"] == str(stack_down / "state")
+
+
+def test_the_readme_command_table_names_only_flags_the_commands_have() -> None:
+    parser = build_parser()
+    subparsers = next(action for action in parser._actions if action.choices and isinstance(action.choices, dict))
+    section = (PROJECT_ROOT / "README.md").read_text().split("## Command line", 1)[1].split("\n## ", 1)[0]
+    unknown = []
+    for row in re.findall(r"^\| `autopilot ([a-z-]+)([^`]*)`", section, re.MULTILINE):
+        command, usage = row
+        flags = {flag for action in subparsers.choices[command]._actions for flag in action.option_strings}
+        unknown += [f"{command} {flag}" for flag in re.findall(r"--[a-z-]+", usage) if flag not in flags]
+    assert unknown == []

@@ -207,3 +207,16 @@ def test_each_step_is_baked_and_judged_in_turn() -> None:
     assert done.status is RunStatus.SUCCEEDED
     assert [step.get("verdict") for step in done.traffic_steps] == ["passed", "passed", None]
     assert done.traffic_steps[1]["new"]["requests"] > done.traffic_steps[0]["new"]["requests"] / 4
+
+
+def test_a_run_ended_during_a_bake_gives_the_live_deployment_all_traffic_back_and_removes_its_own() -> None:
+    from shared.errors import PermanentError
+    from shared.stages.context import fail_run
+
+    ctx, new, live = live_then_new()
+    # e.g. the queue's last try of the promote message failed
+    ended = fail_run(ctx, new.run_id, PermanentError("gave up after 5 tries", category="retries_exhausted"))
+    endpoint = ctx.backend.get_endpoint(new.endpoint_name)
+    assert endpoint is not None and endpoint.traffic == {live.deployment_name: 100}
+    assert endpoint.deployments == (live.deployment_name,)
+    assert ended.removed == [f"deployment {new.endpoint_name}/{new.deployment_name}"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -200,3 +201,18 @@ def test_prepare_uploads_the_folder_to_azurite(
     assert uploaded == (out / "train_sft.jsonl").read_bytes()
     assert len(uploaded.splitlines()) == 20
     assert blobs["ultrachat/v1/autopilot.json"].last_modified >= blobs["ultrachat/v1/train_sft.jsonl"].last_modified
+
+
+def test_prepare_json_prints_the_verdict_on_stdout_and_refuses_to_upload_a_rejected_dataset(
+    hub_layout: Path, tmp_path: Path, capsys: Any
+) -> None:
+    out = tmp_path / "out"
+    argv = ["--source", str(hub_layout), "--splits", "train_sft", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
+
+    # No storage is set up: an upload attempt would fail with exit 3, not 1.
+    assert run([*argv, "--json", "--upload", "ultrachat/v1"]) == 1
+
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["valid"] is False and result["uploaded"] is None
+    assert "nothing was uploaded" in captured.err
