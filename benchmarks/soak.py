@@ -22,9 +22,10 @@ is 1 when a scenario misses a target, 2 when the stack cannot start.
                     folders plus datasets uploaded as two versions at once -> 0 lost, 0 duplicated, 0 failed or
                     rolled back, 0 left behind, the newest version live (the older one ends `superseded`).
 
-Sizes: `--short` (CI: a 4 runs, e 10 folders + 2 pairs, 8 kills) or `--long` (the issue's: a 20 runs, e 150
-folders + 10 pairs, 15 kills). A killed runner's messages come back after host.json's functionTimeout, which
-the burst shortens to 30 s with the app setting `AzureFunctionsJobHost__functionTimeout`, as Azure allows.
+Sizes: `--short` (CI: a 4 runs; e 10 folders + 2 pairs, up to 7 kills, one after each kind of effect) or
+`--long` (the issue's: a 20 runs; e 150 folders + 10 pairs, 8 more kills at random moments, 15 in all). A killed
+runner's messages come back after host.json's functionTimeout, which the burst shortens to 30 s with the app
+setting `AzureFunctionsJobHost__functionTimeout`, as Azure allows.
 
 Figures: `runs` expected, `completed` (succeeded; in the burst also `superseded` by newer data),
 `failed` (failed, rolled back, rejected or canceled: ended without cause), `lost` (not ended in time),
@@ -103,7 +104,7 @@ class Sizes:
 
 
 SHORT = Sizes(fault_runs=4, burst_folders=10, burst_pairs=2, random_kills=0, run_minutes=15)
-LONG = Sizes(fault_runs=20, burst_folders=150, burst_pairs=10, random_kills=7, run_minutes=40)
+LONG = Sizes(fault_runs=20, burst_folders=150, burst_pairs=10, random_kills=8, run_minutes=40)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -75,10 +75,14 @@ def fail_run(ctx: StageContext, run_id: str, error: PermanentError, status: RunS
         if not run.finished:
             end_run(run, status, category=error.category, message=str(error))
 
+    current = ctx.ledger.get(run_id)
+    ending_now = current is not None and not current.finished
+    if ending_now:
+        release_run_resources(ctx, run_id, ending=True)
     ended = update_run(ctx.ledger, run_id, change)
     if ended.status is status:
         announce(ctx, ended)
-    if release_run_resources(ctx, run_id):
+    if not ending_now and release_run_resources(ctx, run_id):
         return ctx.ledger.get(run_id) or ended
     return ended
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from shared.errors import PermanentError, TransientError
+from shared.errors import TransientError
 from shared.ledger import Run, RunStage, RunStatus, iso, update_run
 from shared.ml.port import MANAGED_BY_TAG, MANAGED_BY_VALUE
 
@@ -26,10 +26,14 @@ REMOVAL_FAILED = "removal_failed"
 REMOVED = "removed"
 
 
-def release_run_resources(ctx: StageContext, run_id: str) -> list[str]:
-    """Remove the ended run's deployment (and endpoint it made) unless it serves; what was removed."""
+def release_run_resources(ctx: StageContext, run_id: str, *, ending: bool = False) -> list[str]:
+    """Remove the run's deployment (and endpoint it made) unless it serves; what was removed.
+
+    For an ended run, or (`ending`) one about to end: removing first means that whoever sees the run
+    ended sees what it made already gone.
+    """
     run = ctx.ledger.get(run_id)
-    if run is None or not run.finished or run.status is RunStatus.SUCCEEDED:
+    if run is None or run.status is RunStatus.SUCCEEDED or not (run.finished or ending):
         return []
     if not (run.endpoint_name and run.deployment_name):
         return []
@@ -39,7 +43,7 @@ def release_run_resources(ctx: StageContext, run_id: str) -> list[str]:
         _record(ctx, run_id, f"{REMOVAL_PENDING} since {iso(ctx.clock())}: {error}", [])
         log.warning("run %s: removing its deployment must wait (%s); the cleanup timer tries again", run_id, error)
         return []
-    except PermanentError as error:
+    except Exception as error:  # a PermanentError, or anything unexpected: the run still ends
         _record(ctx, run_id, f"{REMOVAL_FAILED} {iso(ctx.clock())}: {error}", [])
         log.error("run %s: its deployment could not be removed: %s", run_id, error)
         return []

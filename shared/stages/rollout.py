@@ -426,11 +426,12 @@ def _similarities(smoke: dict[str, Any]) -> str:
 
 
 def _roll_back(run: Run, smoke: dict[str, Any], error: PermanentError, ctx: StageContext) -> None:
-    """End the run `rolled_back` (no stage goes on with it), then remove the new deployment (`removed` says what)."""
+    """Remove the new deployment (`removed` says what), then end the run `rolled_back`."""
     message = (
         f"{error}; the new deployment is removed and traffic stays on "
         f"{run.previous_deployment or 'nothing (no live deployment before)'}"
     )
+    release_run_resources(ctx, run.run_id, ending=True)
 
     def record(current: Run) -> None:
         current.smoke = smoke
@@ -439,7 +440,6 @@ def _roll_back(run: Run, smoke: dict[str, Any], error: PermanentError, ctx: Stag
 
     announce(ctx, update_claimed(ctx.ledger, run, record))
     log.error("run %s rolled back: %s", run.run_id, message)
-    release_run_resources(ctx, run.run_id)
 
 
 def promote_deployment(message: PromoteDeployment, ctx: StageContext) -> None:
