@@ -121,8 +121,9 @@ class Run:
     created_endpoint: bool = False
     # What was removed when the run ended without going live (deployment, endpoint), for people to see.
     removed: list[str] = field(default_factory=list)
-    # Transient failures met per stage, for the growing delay before the next try.
+    # Transient failures met per stage (what people see), and in a row (what the next delay grows with).
     retries: dict[str, int] = field(default_factory=dict)
+    retry_streak: int = 0
     smoke: dict[str, Any] = field(default_factory=dict)
     # The progressive-traffic steps of the promote stage: share, mode, start, and the figures it was judged on.
     traffic_steps: list[dict[str, Any]] = field(default_factory=list)
@@ -296,12 +297,20 @@ def previous_stage(stage: RunStage) -> RunStage:
     return STAGE_ORDER[STAGE_ORDER.index(stage) - 1]
 
 
-# How long a delivery holds its stage: host.json's functionTimeout, after which the host gives up on an
-# invocation and its message comes back (a crashed delivery's claim is then taken over).
+# How long a delivery holds its stage by default: host.json's functionTimeout, after which the host gives up on
+# an invocation and its message comes back (a crashed delivery's claim is then taken over). The stages pass
+# the app's own (`Settings.claim_lease_seconds`: host.json's, or its AzureFunctionsJobHost__functionTimeout).
 CLAIM_LEASE = timedelta(minutes=10)
 
 
-def claim_stage(ledger: RunLedger, run_id: str, stage: RunStage, now: datetime | None = None, owner: str = "") -> Claim:
+def claim_stage(
+    ledger: RunLedger,
+    run_id: str,
+    stage: RunStage,
+    now: datetime | None = None,
+    owner: str = "",
+    lease: timedelta = CLAIM_LEASE,
+) -> Claim:
     """Decide what a delivery for `stage` of `run_id` should do, claiming the stage when it is its turn.
 
     With `owner` (a token unique to the delivery) the claim is held: the run records the owner and when
@@ -332,19 +341,20 @@ def claim_stage(ledger: RunLedger, run_id: str, stage: RunStage, now: datetime |
                 run,
                 f"another delivery works on {stage.value} of run {run_id} (held until {run.claim_expires})",
             )
-        return _hold(ledger, run, owner, moment, f"resuming {stage.value} of run {run_id}")
+        return _hold(ledger, run, owner, moment + lease, f"resuming {stage.value} of run {run_id}")
     if current == position - 1 and run.stage_done:
         run.stage, run.stage_done, run.updated_at = stage, False, iso(moment)
         run.stage_times[stage.value] = iso(moment)
-        return _hold(ledger, run, owner, moment, "")
+        run.retry_streak = 0
+        return _hold(ledger, run, owner, moment + lease, "")
     raise TransientError(
         f"run {run_id} is in {run.stage.value} (done={run.stage_done}), not ready for {stage.value}; retrying later"
     )
 
 
-def _hold(ledger: RunLedger, run: Run, owner: str, moment: datetime, reason: str) -> Claim:
+def _hold(ledger: RunLedger, run: Run, owner: str, until: datetime, reason: str) -> Claim:
     run.claim_owner = owner
-    run.claim_expires = iso(moment + CLAIM_LEASE) if owner else ""
+    run.claim_expires = iso(until) if owner else ""
     try:
         return Claim(ClaimAction.PROCEED, ledger.replace(run), reason)
     except LedgerConflictError:
@@ -379,12 +389,17 @@ def update_claimed(ledger: RunLedger, claimed: Run, change: Callable[[Run], None
     return update_run(ledger, claimed.run_id, guarded)
 
 
-def release_claim(ledger: RunLedger, claimed: Run) -> None:
-    """Let go of the stage (when the delivery ends): the next delivery for it need not wait for the lease."""
+def release_claim(ledger: RunLedger, claimed: Run, *, clean: bool = False) -> None:
+    """Let go of the stage (when the delivery ends): the next delivery for it need not wait for the lease.
+
+    `clean`: the delivery met no transient error, so the next one starts its delays afresh.
+    """
 
     def release(current: Run) -> None:
         if current.claim_owner == claimed.claim_owner:
             current.claim_owner, current.claim_expires = "", ""
+            if clean:
+                current.retry_streak = 0
 
     current = ledger.get(claimed.run_id)
     if current is not None and claimed.claim_owner and current.claim_owner == claimed.claim_owner:

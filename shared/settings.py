@@ -5,7 +5,9 @@ Every name here is listed, with its default, in `local.settings.json.example` an
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +93,30 @@ def azurite_connection_string(blob_port: int = 10000, queue_port: int = 10001, t
         f"BlobEndpoint={base.format(blob_port)};QueueEndpoint={base.format(queue_port)};"
         f"TableEndpoint={base.format(table_port)};"
     )
+
+
+HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+# An app setting overrides host.json ("Override host.json values",
+# https://learn.microsoft.com/azure/azure-functions/functions-host-json#override-hostjson-values).
+FUNCTION_TIMEOUT_OVERRIDE = "AzureFunctionsJobHost__functionTimeout"
+DEFAULT_FUNCTION_TIMEOUT_SECONDS = 600.0
+
+
+def function_timeout_seconds(env: Mapping[str, str], host_json: Path = HOST_JSON) -> float:
+    """The host's functionTimeout (its app-setting override first, then host.json), in seconds; 10 minutes when
+    neither says (or says -1, unbounded): how long a crashed invocation's message and claim stay taken."""
+    raw = env.get(FUNCTION_TIMEOUT_OVERRIDE, "").strip()
+    if not raw:
+        try:
+            raw = str(json.loads(host_json.read_text(encoding="utf-8")).get("functionTimeout") or "")
+        except (OSError, ValueError):
+            raw = ""
+    match = re.fullmatch(r"(?:(\d+)\.)?(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)", raw.strip())
+    if match is None:
+        return DEFAULT_FUNCTION_TIMEOUT_SECONDS
+    days, hours, minutes, seconds = match.groups()
+    total = int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    return total if total > 0 else DEFAULT_FUNCTION_TIMEOUT_SECONDS
 
 
 def _text(env: Mapping[str, str], name: str, default: str | None) -> str:
@@ -195,6 +221,8 @@ class Settings:
     # How long a stage keeps putting its message back after transient errors (throttling, 409 while the
     # endpoint is busy, 5xx) before the queue's own few tries take over.
     transient_retry_minutes: float = 60.0
+    # How long a delivery holds its stage of a run: as long as the host lets an invocation run (functionTimeout).
+    claim_lease_seconds: float = 600.0
     # The reconcile timer's limits: a run showing no sign of life in a stage for this long gets that
     # stage's message again (longer than a crashed delivery's hold on its stage, ledger.CLAIM_LEASE) ...
     stalled_stage_minutes: float = 15.0
@@ -269,6 +297,7 @@ class Settings:
             deployment_poll_seconds=_number(env, DEPLOYMENT_POLL_SECONDS, 30.0),
             deployment_timeout_minutes=_number(env, DEPLOYMENT_TIMEOUT_MINUTES, 30.0),
             transient_retry_minutes=_number(env, TRANSIENT_RETRY_MINUTES, 60.0),
+            claim_lease_seconds=function_timeout_seconds(env),
             stalled_stage_minutes=_number(env, STALLED_STAGE_MINUTES, 15.0),
             training_check_minutes=_number(env, TRAINING_CHECK_MINUTES, 30.0),
             local_base_model=local_base_model,

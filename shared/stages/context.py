@@ -110,15 +110,19 @@ def run_stage(
     handled) back on its queue with a growing delay (`retry_later`); without `retry`, or once the stage's
     retry time is over, it is raised for the queue to retry.
     """
-    claim = claim_stage(ctx.ledger, run_id, stage, ctx.clock(), owner=uuid.uuid4().hex)
+    lease = timedelta(seconds=ctx.settings.claim_lease_seconds)
+    claim = claim_stage(ctx.ledger, run_id, stage, ctx.clock(), owner=uuid.uuid4().hex, lease=lease)
     if claim.action is ClaimAction.RESEND_NEXT and next_message is not None:
         return next_message(run_id)
     if claim.action is not ClaimAction.PROCEED or claim.run is None:
         log.info("%s: %s", stage.value, claim.reason or f"run {run_id} is past it")
         return None
     claimed = claim.run
+    clean = False
     try:
-        return work(claimed)
+        result = work(claimed)
+        clean = True
+        return result
     except ClaimLostError as lost:
         log.warning("%s: %s", stage.value, lost)
     except TransientError as error:
@@ -146,7 +150,7 @@ def run_stage(
                 "%s of run %s: %s, but this delivery no longer holds the stage: dropped", stage.value, run_id, error
             )
     finally:
-        release_claim(ctx.ledger, claimed)
+        release_claim(ctx.ledger, claimed, clean=clean)
     return None
 
 
@@ -198,11 +202,13 @@ def retry_step_later(ctx: StageContext, run_id: str, step: str, message: QueueMe
     if started and now - parse_iso(started) > timedelta(minutes=minutes):
         log.error("run %s: %s still meets transient errors after %g min; giving up", run_id, step, minutes)
         return False
-    attempt = run.retries.get(step, 0)
+    # Consecutive failures, not all of the stage's: a deployment check that goes through starts the delays afresh.
+    attempt = run.retry_streak
     delay = retry_delay(attempt, error.retry_after)
 
     def count(current: Run) -> None:
         current.retries[step] = current.retries.get(step, 0) + 1
+        current.retry_streak += 1
 
     update_run(ctx.ledger, run_id, count)
     ctx.sender.send(message, delay_seconds=delay)

@@ -145,3 +145,30 @@ def test_the_claim_lease_is_host_jsons_function_timeout() -> None:
         "functionTimeout"
     ].split(":")
     assert timedelta(hours=int(hours), minutes=int(minutes), seconds=int(seconds)) == CLAIM_LEASE
+
+
+def test_the_claim_lease_follows_the_hosts_function_timeout_and_its_override(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from shared.settings import function_timeout_seconds
+
+    host = Path(tmp_path) / "host.json"
+    host.write_text('{"functionTimeout": "00:05:00"}')
+    assert function_timeout_seconds({}, host) == 300
+    assert function_timeout_seconds({"AzureFunctionsJobHost__functionTimeout": "00:00:30"}, host) == 30
+    host.write_text('{"functionTimeout": "-1"}')
+    assert function_timeout_seconds({}, host) == 600
+
+
+def test_a_delivery_without_transient_errors_starts_the_delays_afresh() -> None:
+    from shared.ledger import release_claim
+
+    ctx, run = run_at(RunStage.TRAINING)
+    claim = claim_stage(ctx.ledger, run.run_id, RunStage.REGISTERING, ctx.clock(), owner="a")
+    assert claim.run is not None
+    current = ctx.ledger.get(run.run_id)
+    assert current is not None
+    ctx.ledger.replace(replace(current, retry_streak=6, retries={"registering": 6}))
+    release_claim(ctx.ledger, claim.run, clean=True)
+    after = ctx.ledger.get(run.run_id)
+    assert after is not None and after.retry_streak == 0 and after.retries == {"registering": 6}
