@@ -144,6 +144,8 @@ class LocalStack:
         env.setdefault("AUTOPILOT_RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE)
         # Lifecycle events go to this stack's Event Grid stand-in (its relay topic).
         env.setdefault("AUTOPILOT_LIFECYCLE_TOPIC_ENDPOINT", f"{state.eventgrid_url}/api/events")
+        # The stand-in takes any key; a key keeps the publisher off DefaultAzureCredential (https only).
+        env.setdefault("AUTOPILOT_LIFECYCLE_TOPIC_KEY", "local-stand-in")
         # host.json carries Azure's polling; locally every stage should follow the last within seconds.
         for name, value in LOCAL_HOST_OVERRIDES.items():
             env.setdefault(name, value)
