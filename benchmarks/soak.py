@@ -694,7 +694,9 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--short", action="store_true", help="CI sizes (the default)")
     size.add_argument("--long", action="store_true", help="the issue's sizes")
     for scenario in SCENARIOS:
-        parser.add_argument(f"--{scenario.flag}", action="store_true", help=f"({scenario.key}) {scenario.title}")
+        parser.add_argument(
+            f"--{scenario.flag}", action="store_true", help=f"({scenario.key}) {scenario.title}".replace("%", "%%")
+        )
     parser.add_argument("--seed", type=int, default=20261122, help="seed of the faults, kills and upload order")
     parser.add_argument("--keep", action="store_true", help="keep each scenario's state folder and logs")
     parser.add_argument("--verbose", action="store_true", help="print every scenario's notes, not only on a miss")
