@@ -14,12 +14,10 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.errors import TransientError
-from shared.storage_connection import StorageConnection, as_storage_connection
+from shared.storage_connection import LazyTable, StorageConnection
 from shared.timestamps import iso, parse_iso
 
 if TYPE_CHECKING:
-    from azure.data.tables import TableClient
-
     from shared.ledger import RunLedger
 
 log = logging.getLogger("autopilot.cleanup")
@@ -146,14 +144,7 @@ class TableCleanupLog:
 
     def __init__(self, connection: StorageConnection | str, table_name: str) -> None:
         """`connection`: a `StorageConnection`, or a connection string; the table is made on first use."""
-        self._service = as_storage_connection(connection).table_service_client()
-        self._table_name = table_name
-        self._table: TableClient | None = None
-
-    def _client(self) -> TableClient:
-        if self._table is None:
-            self._table = self._service.create_table_if_not_exists(self._table_name)
-        return self._table
+        self._client = LazyTable(connection, table_name)
 
     def record(self, decision: CleanupDecision) -> None:
         from azure.core.exceptions import AzureError

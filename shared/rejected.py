@@ -29,12 +29,10 @@ from shared.errors import MalformedMessageError, TransientError
 from shared.events import table_key_problem
 from shared.messages import ALL_QUEUES
 from shared.queueing import decode_queue_body
-from shared.storage_connection import StorageConnection, as_storage_connection
+from shared.storage_connection import LazyTable, StorageConnection, as_storage_connection
 from shared.timestamps import iso
 
 if TYPE_CHECKING:
-    from azure.data.tables import TableClient
-
     from shared.ledger import RunLedger
     from shared.stages.context import StageContext
 
@@ -247,18 +245,8 @@ class TableRejectedInputs:
     """`RejectedInputs` on Azure Table Storage: one row per input, keyed by its `rejected_id`."""
 
     def __init__(self, connection: StorageConnection | str, table_name: str) -> None:
-        """`connection`: a `StorageConnection`, or a connection string.
-
-        The table is made on first use: inputs are seldom set aside, so a cold start does not pay for it.
-        """
-        self._service = as_storage_connection(connection).table_service_client()
-        self._table_name = table_name
-        self._table: TableClient | None = None
-
-    def _client(self) -> TableClient:
-        if self._table is None:
-            self._table = self._service.create_table_if_not_exists(self._table_name)
-        return self._table
+        """`connection`: a `StorageConnection`, or a connection string; the table is made on first use."""
+        self._client = LazyTable(connection, table_name)
 
     def record(self, item: RejectedInput) -> bool:
         from azure.core.exceptions import AzureError, ResourceExistsError

@@ -237,3 +237,18 @@ def _service_uri(properties: Mapping[str, str], name: str, service: str, account
             f"https://<account>.{service}.core.windows.net (azure-core sends no token over plain http)."
         )
     return uri.rstrip("/")
+
+
+class LazyTable:
+    """A Table client whose table is made on first use (a cold start that never writes to it pays nothing)."""
+
+    def __init__(self, connection: StorageConnection | str, table_name: str) -> None:
+        self._service = as_storage_connection(connection).table_service_client()
+        self._table_name = table_name
+        self._table: Any = None
+
+    def __call__(self) -> Any:
+        """The `TableClient`, the table created if it does not exist yet."""
+        if self._table is None:
+            self._table = self._service.create_table_if_not_exists(self._table_name)
+        return self._table
