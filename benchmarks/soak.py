@@ -263,6 +263,13 @@ class SoakStack:
             return {"jobs": {}, "models": {}, "endpoints": {}}
         return json.loads(path.read_text())  # type: ignore[no-any-return]
 
+    def log_tail(self, service: str, lines: int = 15) -> list[str]:
+        """The last lines of a service's log in this stack's state folder."""
+        path = self.stack.logs / f"{service}.log"
+        if not path.exists():
+            return []
+        return path.read_text(errors="replace").splitlines()[-lines:]
+
     # crashes
     def kill_runner(self) -> None:
         """SIGKILL the runner this stack started (its process group: its own children too), then start it again."""
@@ -602,7 +609,13 @@ class RunnerKiller(threading.Thread):
 
     def _kill(self, why: str) -> None:
         started = time.monotonic()
-        self._soak.kill_runner()
+        for attempt in range(3):
+            try:
+                self._soak.kill_runner()
+                break
+            except RuntimeError as exc:  # the runner did not come back: say why (its log) and start it again
+                self.kills.append(f"{why}: the runner did not come back (try {attempt + 1}): {exc}")
+                self.kills += [f"    | {line}" for line in self._soak.log_tail("runner")]
         self.kills.append(f"{why} (back in {time.monotonic() - started:.1f} s)")
 
 

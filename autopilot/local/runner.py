@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import functools
 import importlib
 import inspect
@@ -987,10 +988,26 @@ class _RequestHandler(BaseHTTPRequestHandler):
 class _RunnerHttpServer(ThreadingHTTPServer):
     daemon_threads = True
 
+    # How long a start waits for its port while a killed runner's forked children (the validator's workers inherit
+    # the listening socket) are still going away: `autopilot up` right after a crash must not fail for that.
+    BIND_WAIT_SECONDS = 15.0
+
     def __init__(self, address: tuple[str, int], front: HttpFront, activity: ActivityCounter) -> None:
-        super().__init__(address, _RequestHandler)
+        super().__init__(address, _RequestHandler, bind_and_activate=False)
         self.front = front
         self.activity = activity
+        deadline = time.monotonic() + self.BIND_WAIT_SECONDS
+        while True:
+            try:
+                self.server_bind()
+                self.server_activate()
+                return
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                    self.server_close()
+                    raise
+                log.info("Port %s is still in use; waiting for it.", address[1])
+                time.sleep(0.25)
 
     @property
     def authority(self) -> str:
