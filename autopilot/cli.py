@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sys
 from collections.abc import Sequence
 
 from autopilot.commands.exits import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, run_command
@@ -18,16 +19,33 @@ COMMAND_MODULES = (
     "autopilot.commands.demo",
     "autopilot.commands.endpoints",
     "autopilot.commands.cleanup",
+    "autopilot.commands.models",
     "autopilot.commands.validate",
     "autopilot.commands.prepare",
     "autopilot.commands.plan",
 )
+# The module that registers each command, so that running one imports that module alone: the start-up cost of
+# `autopilot validate FILE` (benchmarks/cli_startup.py). A command not named here is found by importing them all.
+MODULE_OF_COMMAND = {
+    **dict.fromkeys(("up", "down", "status"), "autopilot.commands.stack"),
+    "upload": "autopilot.commands.upload",
+    **dict.fromkeys(("runs", "run", "cancel"), "autopilot.commands.runs"),
+    **dict.fromkeys(("rejected", "replay"), "autopilot.commands.rejected"),
+    "demo": "autopilot.commands.demo",
+    **dict.fromkeys(("endpoints", "endpoint-key", "chat", "restore"), "autopilot.commands.endpoints"),
+    "cleanup": "autopilot.commands.cleanup",
+    "register-model": "autopilot.commands.models",
+    "validate": "autopilot.commands.validate",
+    "prepare": "autopilot.commands.prepare",
+    "plan": "autopilot.commands.plan",
+}
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "build_parser", "main"]
 DEBUG_HELP = "on an error, print the traceback too (or set AUTOPILOT_DEBUG=1)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; given a `command` that MODULE_OF_COMMAND knows, only the module that registers it."""
     parser = argparse.ArgumentParser(
         prog="autopilot",
         description="Keep a fine-tuned chat model fresh, driven by events.",
@@ -38,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    modules = (MODULE_OF_COMMAND[command],) if command in MODULE_OF_COMMAND else COMMAND_MODULES
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -53,8 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    # The global options take no value: the first word that is not an option names the command.
+    command = next((word for word in arguments if not word.startswith("-")), None)
+    parser = build_parser(command)
+    args = parser.parse_args(arguments)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

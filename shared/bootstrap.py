@@ -20,14 +20,18 @@ _context: StageContext | None = None
 _poison: PoisonQueues | None = None
 
 
-def build_backend(settings: Settings) -> MLBackend:
-    """The ML backend the settings name; its SDK is imported only here, only when chosen."""
+def build_backend(settings: Settings, *, watch: bool = True) -> MLBackend:
+    """The ML backend the settings name; its SDK is imported only here, only when chosen.
+
+    `watch=False`: for short-lived clients (the CLI), which leave following jobs to the function host.
+    """
     if settings.ml_backend == "simulated":
         from shared.ml.publisher import HttpEventPublisher
         from shared.ml.simulated import SimulatedMLBackend, TransientFaults
 
         return SimulatedMLBackend(
-            job_seconds=settings.simulated_job_seconds,
+            # A client that does not watch (the CLI) leaves finishing jobs to the function host's backend.
+            job_seconds=settings.simulated_job_seconds if watch else None,
             state_path=settings.state_dir / "simulated-backend.json",
             publisher=HttpEventPublisher(settings.eventgrid_publish_url),
             faults=TransientFaults(settings.simulated_fault_rate, settings.simulated_fault_seed),
@@ -35,7 +39,7 @@ def build_backend(settings: Settings) -> MLBackend:
     if settings.ml_backend == "local":
         from shared.ml.local.backend import LocalMLBackend
 
-        return LocalMLBackend.from_settings(settings)
+        return LocalMLBackend.from_settings(settings, watch=watch)
     if settings.ml_backend == "azureml":
         from shared.ml.azureml.backend import AzureMLBackend
 

@@ -8,13 +8,16 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autopilot.commands.exits import EXIT_UNREACHABLE, START_THE_STACK, CommandError
 from autopilot.local.processes import PROJECT_ROOT, port_answers
 from autopilot.local.stack import LocalStack, default_state_dir
-from shared.ledger import Run, RunLedger, TableRunLedger
 from shared.settings import STATE_DIR, STORAGE_CONNECTION, Settings
 from shared.storage_connection import has_identity_settings
+
+if TYPE_CHECKING:
+    from shared.ledger import Run, RunLedger
 
 
 def settings_env() -> dict[str, str]:
@@ -99,4 +102,6 @@ def wait_for_run(
 
 
 def open_ledger(settings: Settings) -> RunLedger:
+    from shared.ledger import TableRunLedger
+
     return TableRunLedger(settings.storage_connection, settings.runs_table)

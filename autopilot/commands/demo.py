@@ -1,4 +1,8 @@
-"""`autopilot demo [--no-input]`: the whole chain on the local stack with the sample dataset."""
+"""`autopilot demo [--no-input] [--no-wait]`: the whole chain on the local stack with the sample dataset.
+
+`--no-input` asks nothing (as everywhere: no prompt); `--no-wait` returns once the run is started (as with
+`cancel` and `restore`: do not wait for the work to end).
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,14 @@ COMPARISON_PARAMETERS = {"do_sample": False, "max_new_tokens": 80}
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("demo", help="start the local stack, upload the sample dataset and follow its run")
     parser.add_argument("--no-input", action="store_true", help="ask nothing; leave the stack running at the end")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the run (default 900)")
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="return once the sample is uploaded, with its run id; do not follow the run (implies --no-input)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900, metavar="S", help="seconds to wait for the run (default 900)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -56,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         _say(f"ML backend: {settings.ml_backend}")
     _say("\n-- starting the local stack")
     stack = LocalStack(env=env)
-    stack.up(report=lambda line: _say("   " + line))
+    # The demo's run makes an endpoint of its own: endpoints of earlier demos may go on loading meanwhile.
+    stack.up(report=lambda line: _say("   " + line), endpoint_timeout=None)
 
     version = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     _say(f"\n-- uploading the sample dataset as {SAMPLE_NAME}/{version}")
@@ -69,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
         manifest["description"] = f"{manifest.get('description', '')} Demo of {version}.".strip()
         (folder / "autopilot.json").write_text(json.dumps(manifest, indent=2))
         run_id = upload_folder(folder, SAMPLE_NAME, version, report=lambda line: _say("   " + line))
+    if args.no_wait:
+        _say(f"\nrun {run_id} is under way; follow it with: autopilot run {run_id} --follow")
+        _say("the local stack keeps running; stop it with: autopilot down")
+        _final(run_id, "started", "", settings.ml_backend)
+        return 0
 
     _say(f"\n-- following run {run_id} (ledger: table {settings.runs_table})")
     result = follow(open_ledger(settings), run_id, _say, args.timeout, job_progress=local_job_progress())

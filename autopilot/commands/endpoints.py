@@ -46,12 +46,8 @@ def _backend() -> MLBackend:
     from shared.bootstrap import build_backend
 
     # The backends keep their own records (the local one in the state folder): storage need not answer.
-    settings = cli_settings(need_storage=False)
-    if settings.ml_backend == "local":
-        from shared.ml.local.backend import LocalMLBackend
-
-        return LocalMLBackend.from_settings(settings, watch=False)
-    return build_backend(settings)
+    # It watches no jobs: the function host's backend finishes them (and publishes their events).
+    return build_backend(cli_settings(need_storage=False), watch=False)
 
 
 def list_endpoints(args: argparse.Namespace) -> int:

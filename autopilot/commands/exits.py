@@ -11,9 +11,7 @@
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
-import traceback
 from collections.abc import Iterator
 
 from shared.errors import AutopilotError, ConfigurationError, NotFoundError, TransientError
@@ -56,6 +54,8 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
 
 
 def _is_unreachable(error: BaseException) -> bool:
+    import socket
+
     try:
         from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
 
@@ -105,6 +105,8 @@ def run_command(args: argparse.Namespace, debug: bool = False) -> int:
     except Exception as exc:  # every command fails the same way: one message, one documented exit code
         failure = classify(exc)
         if debug:
+            import traceback
+
             traceback.print_exc()
         print(error_text(getattr(args, "command", "") or "", failure), file=sys.stderr)
         return failure.exit_code

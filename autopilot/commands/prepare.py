@@ -64,10 +64,13 @@ def register(subparsers: Any) -> None:
         "--split is the same option, as `validate` spells it",
     )
     parser.add_argument(
+        "--to",
         "--upload",
+        dest="upload",
         type=parse_upload_target,
         metavar="DATASET/VERSION",
-        help="upload the folder to the training container as DATASET/VERSION/<file>, the manifest last",
+        help="then upload the folder to the training container as DATASET/VERSION/<file>, the manifest last, as "
+        "`autopilot upload DIR --to DATASET/VERSION` does (--upload: the old spelling)",
     )
     parser.add_argument("--cache-dir", type=Path, metavar="DIR", help="cache folder of the `datasets` library")
     parser.add_argument(
@@ -210,11 +213,13 @@ def write_jsonl(batches: Iterator[list[dict[str, Any]]], stream: IO[bytes], tota
 
 
 def parse_upload_target(text: str) -> tuple[str, str]:
-    """ "ultrachat/v1" -> ("ultrachat", "v1"): exactly two non-empty path segments."""
-    parts = text.strip().split("/")
-    if len(parts) != 2 or not all(part.strip() for part in parts):
+    """ "ultrachat/v1" -> ("ultrachat", "v1"): `upload --to`'s target, with the version named."""
+    from autopilot.commands.upload import parse_upload_target as dataset_and_version
+
+    dataset, version = dataset_and_version(text)
+    if version is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not DATASET/VERSION, e.g. ultrachat/v1")
-    return parts[0], parts[1]
+    return dataset, version
 
 
 def _percent(text: str) -> float:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autopilot.commands.exits import EXIT_OK, EXIT_UNREACHABLE, CommandError
-from autopilot.local.stack import SERVICES, LocalStack
+from autopilot.local.stack import ENDPOINT_TIMEOUT_S, SERVICES, EndpointsNotServing, LocalStack
 
 JSON_HELP = "print the outcome as JSON (progress goes to stderr)"
 
@@ -19,6 +19,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "up", help="start Azurite, the Event Grid stand-in and the function runner (localhost:7071)"
     )
     up.add_argument("--json", action="store_true", help=JSON_HELP)
+    up.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="return once the services answer; do not wait for the local endpoints to load their models",
+    )
+    up.add_argument(
+        "--timeout",
+        type=float,
+        default=ENDPOINT_TIMEOUT_S,
+        metavar="S",
+        help=f"seconds to wait for the local endpoints to answer (default {ENDPOINT_TIMEOUT_S:.0f})",
+    )
     up.set_defaults(func=run_up)
     down = subparsers.add_parser("down", help="stop the processes `autopilot up` started")
     down.add_argument("--json", action="store_true", help=JSON_HELP)
@@ -43,7 +55,14 @@ def run_up(args: argparse.Namespace) -> int:
     stack = LocalStack(env=settings_env())
     before = stack.status()
     try:
-        state = stack.up(report=say)
+        state = stack.up(report=say, endpoint_timeout=None if args.no_wait else args.timeout)
+    except EndpointsNotServing as exc:
+        raise CommandError(
+            str(exc),
+            EXIT_UNREACHABLE,
+            "those loading go on in the background (`autopilot status` says when they answer; "
+            f"`autopilot up --timeout S` waits longer); logs: {', '.join(str(log) for log in exc.logs)}",
+        ) from exc
     except RuntimeError as exc:
         # A service that exits or does not answer in time: its log says why.
         raise CommandError(str(exc), EXIT_UNREACHABLE, f"the logs are in {stack.logs}") from exc
@@ -98,6 +117,8 @@ def stack_status(stack: LocalStack) -> dict[str, Any]:
             }
             for service in SERVICES
         },
+        # The local ML backend's endpoints and deployments: whether each answers (or is still loading its model).
+        "local_endpoints": stack.endpoint_status(),
     }
 
 
@@ -117,6 +138,8 @@ def run_status(args: argparse.Namespace) -> int:
             health = "answers" if item["answers"] else "DOES NOT ANSWER"
             pid = f"pid {item['pid']}" if item["pid"] else "not started by autopilot up"
             print(f"{service:<9} {health:<16} {item['at']:<28} {pid}")
+        for name, answers in status["local_endpoints"].items():
+            print(f"local endpoint {name}: {'answers' if answers else 'DOES NOT ANSWER (loading, or stopped)'}")
         if not status["healthy"]:
             print("start what is missing with: autopilot up", file=sys.stderr)
     return EXIT_OK if status["healthy"] else EXIT_UNREACHABLE

@@ -1,4 +1,8 @@
-"""`autopilot upload DIR --dataset NAME [--version V]`: put a dataset folder into the training container."""
+"""`autopilot upload DIR --to NAME[/VERSION]`: put a dataset folder into the training container.
+
+The upload target is spelled the same in every command: `--to DATASET/VERSION` (`prepare --to` too). The old
+spellings stay: `upload --dataset NAME [--version V]` and `prepare --upload DATASET/VERSION`.
+"""
 
 from __future__ import annotations
 
@@ -21,15 +25,45 @@ if TYPE_CHECKING:
 UPLOADS_FILE = "uploads.json"
 # How long after an upload `run ID --follow` waits for its run to appear, rather than giving up at once.
 SETTLING_S = 600.0
+DEFAULT_VERSION_HELP = "the version defaults to the current UTC time, e.g. 20261122-101500"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("upload", help="upload a dataset folder as <dataset>/<version>/ (manifest last)")
     parser.add_argument("directory", type=Path, metavar="DIR", help="the dataset folder: train*, test*, autopilot.json")
-    parser.add_argument("--dataset", required=True, metavar="NAME", help="the dataset name: the blobs' first folder")
-    parser.add_argument("--version", metavar="V", help="default: the current UTC time, e.g. 20261122-101500")
-    parser.add_argument("--json", action="store_true", help="print the run id and the blobs as JSON")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--to",
+        type=parse_upload_target,
+        metavar="DATASET[/VERSION]",
+        help=f"where the blobs go: DATASET/VERSION/<file>, e.g. ahoy-chat/v1; {DEFAULT_VERSION_HELP}",
+    )
+    target.add_argument(
+        "--dataset", metavar="NAME", help="the dataset name alone (the old spelling of --to NAME, with --version)"
+    )
+    parser.add_argument(
+        "--version", metavar="V", help=f"with --dataset: the version (old spelling); {DEFAULT_VERSION_HELP}"
+    )
+    parser.add_argument("--json", action="store_true", help="print the run id, target and skipped files as JSON")
     parser.set_defaults(func=run)
+
+
+def parse_upload_target(text: str) -> tuple[str, str | None]:
+    """ "ultrachat/v1" -> ("ultrachat", "v1"), "ultrachat" -> ("ultrachat", None): the `--to` of every command."""
+    parts = text.strip().split("/")
+    if len(parts) > 2 or not all(part.strip() for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not DATASET/VERSION, e.g. ultrachat/v1")
+    return parts[0], (parts[1] if len(parts) == 2 else None)
+
+
+def upload_target(args: argparse.Namespace) -> tuple[str, str]:
+    """The (dataset, version) of `--to`, or of the old `--dataset`/`--version`; the version defaults to the time."""
+    dataset, version = args.to if args.to is not None else (args.dataset, None)
+    if args.version is not None:
+        if version is not None:
+            raise CommandError(f"two versions: --to {dataset}/{version} and --version {args.version}", EXIT_USAGE)
+        version = args.version
+    return dataset, version or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
 def dataset_files(directory: Path) -> list[Path]:
@@ -143,15 +177,15 @@ def check_folder(directory: Path) -> tuple[list[Path], list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     directory: Path = args.directory
+    dataset, version = upload_target(args)
     _, skipped = check_folder(directory)
     # With --json, stdout carries only the result; people still see progress on stderr.
     say: Callable[[str], None] = (lambda line: print(line, file=sys.stderr)) if args.json else print
     if skipped:
         say(f"skipping files that are not part of a dataset folder: {', '.join(skipped)}")
-    version = args.version or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    run_id = upload_folder(directory, args.dataset, version, report=say)
+    run_id = upload_folder(directory, dataset, version, report=say)
     if args.json:
-        result = {"run_id": run_id, "dataset": args.dataset, "version": version, "skipped": skipped}
+        result = {"run_id": run_id, "dataset": dataset, "version": version, "skipped": skipped}
         print(json.dumps(result, indent=1))
     else:
         print(f"run id: {run_id}   (follow it with: autopilot run {run_id} --follow)")

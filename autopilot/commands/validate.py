@@ -137,6 +137,8 @@ def stage_options(settings: Settings, manifest: Manifest | None, args: argparse.
 
 def folder_manifest(paths: list[Path]) -> Manifest | None:
     """The manifest of the one dataset folder named, parsed as the stage parses it; None without one."""
+    if not any(path.is_dir() for path in paths):
+        return None
     from shared.datasets import MANIFEST_NAME, Manifest
 
     folders = [path for path in paths if path.is_dir() and (path / MANIFEST_NAME).is_file()]
@@ -150,11 +152,12 @@ def folder_manifest(paths: list[Path]) -> Manifest | None:
 
 def collect_sources(paths: list[Path], default_split: str | None) -> list[DatasetSource]:
     """One source per data file named, and per file the app would take from a folder named (the rest: skipped)."""
-    from shared.datasets import MANIFEST_NAME
-
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
+            # Imported for folders only: files alone start faster (benchmarks/cli_startup.py).
+            from shared.datasets import MANIFEST_NAME
+
             children = sorted(child for child in path.iterdir() if child.is_file())
             # The files intake puts on a run: a split in the name and a data format; the manifest is read apart.
             found = [child for child in children if split_of(child.name)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -44,9 +45,30 @@ def is_our_process(pid: int, service: str, started_at: float | None) -> bool:
     return started_at is None or abs(created - started_at) <= _START_TIME_TOLERANCE_S
 
 
+# Where free_port looks: below Linux's default ephemeral range (32768-60999, net.ipv4.ip_local_port_range), so that
+# a service restarted on its port (the soak's runner kills) does not find it taken by some client's outgoing
+# connection, which the kernel gives a port from that range. Azurite's own defaults (10000-10002) and the
+# Functions host's 7071 sit below it too.
+SERVICE_PORTS = range(20000, 32000)
+_port_picker = random.Random()
+# Ports this process handed out: a service may not have taken one yet, and the next call must not give it again.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
+    """A TCP port on 127.0.0.1 that nothing uses right now, outside the range outgoing connections are given."""
+    for _ in range(200):
+        port = _port_picker.choice(SERVICE_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as sock:  # a crowded range: any port the kernel gives
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 

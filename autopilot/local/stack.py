@@ -1,7 +1,8 @@
 """`autopilot up` / `down`: Azurite, the Event Grid stand-in and the function runner, in the background.
 
 What `up` started is written to `<state dir>/stack.json` (process ids and ports); `down` stops
-exactly those processes. Logs go to `<state dir>/logs/`.
+exactly those processes. Logs go to `<state dir>/logs/`. `up` also brings back the local ML backend's
+endpoints and waits until each answers its health URL, so that a request right after it is served.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +29,9 @@ from shared.settings import STATE_DIR, STORAGE_CONNECTION, azurite_connection_st
 SERVICES = ("azurite", "eventgrid", "runner")
 DEFAULT_CLEANUP_SCHEDULE = "0 */10 * * * *"
 DEFAULT_RECONCILE_SCHEDULE = "0 */5 * * * *"
+# A deployment loads its model before it answers: a few seconds for the small default, minutes for a large one.
+ENDPOINT_TIMEOUT_S = 300.0
+PROGRESS_EVERY_S = 10.0
 # App settings that override host.json values (autopilot.local.hostconfig.OVERRIDE_PREFIX), as in Azure.
 LOCAL_HOST_OVERRIDES = {
     "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:02",
@@ -85,7 +88,95 @@ def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
     return given if given.is_absolute() else (PROJECT_ROOT / given).resolve()
 
 
+class EndpointsNotServing(RuntimeError):
+    """Local endpoints or deployments that did not answer their health URL in time, or whose process exited."""
+
+    def __init__(self, loading: list[ServingProcess], exited: list[ServingProcess], timeout: float) -> None:
+        parts = []
+        if loading:
+            parts.append(f"still loading after {timeout:.0f} s: {', '.join(p.name for p in loading)}")
+        if exited:
+            parts.append(f"exited: {', '.join(p.name for p in exited)}")
+        super().__init__(f"local endpoints not serving ({'; '.join(parts)})")
+        self.loading = loading
+        self.exited = exited
+
+    @property
+    def logs(self) -> list[Path]:
+        return [process.log for process in (*self.loading, *self.exited)]
+
+
+@dataclass(frozen=True)
+class ServingProcess:
+    """A local endpoint server or deployment process: the URL that says it serves, and its pid."""
+
+    name: str
+    health_url: str
+    pid: int | None
+    log: Path
+
+
+def serving_processes(state_dir: Path) -> list[ServingProcess]:
+    """Every local endpoint and deployment recorded in the state folder (their routes: shared/ml/local/serving.py)."""
+    from shared.ml.local.serving import HEALTH_PATH
+    from shared.ml.local.store import LocalStore
+
+    store = LocalStore(state_dir)
+    found = []
+    for name in store.endpoint_names():
+        record = store.read_endpoint(name) or {}
+        if "port" in record:
+            url = f"http://127.0.0.1:{record['port']}{HEALTH_PATH}"
+            found.append(ServingProcess(name, url, record.get("pid"), store.endpoint_dir(name) / "endpoint.log"))
+        for deployment_name, deployment in sorted(record.get("deployments", {}).items()):
+            url = f"http://127.0.0.1:{deployment['port']}{HEALTH_PATH}"
+            log = store.deployment_dir(name, deployment_name) / "deployment.log"
+            found.append(ServingProcess(f"{name}/{deployment_name}", url, deployment.get("pid"), log))
+    return found
+
+
+def wait_until_serving(
+    processes: list[ServingProcess],
+    report: Callable[[str], None],
+    timeout: float = ENDPOINT_TIMEOUT_S,
+    interval: float = 0.25,
+) -> None:
+    """Return once every process answers its health URL; EndpointsNotServing naming those that did not.
+
+    A line says when each answers, and every PROGRESS_EVERY_S seconds which are still loading.
+    """
+    if not processes:
+        return
+    pending = {process.name: process for process in processes}
+    exited: list[ServingProcess] = []
+    report(f"local endpoints: waiting up to {timeout:.0f} s until each answers: {', '.join(pending)}")
+    started = said = time.monotonic()
+    while True:
+        for name, process in list(pending.items()):
+            if _http_ok(process.health_url):
+                report(f"local endpoint {name}: answers ({time.monotonic() - started:.1f} s)")
+                del pending[name]
+            elif process.pid is not None and not pid_alive(process.pid):
+                report(f"local endpoint {name}: its process exited; see {process.log}")
+                exited.append(process)
+                del pending[name]
+        now = time.monotonic()
+        if not pending or now - started >= timeout:
+            break
+        if now - said >= PROGRESS_EVERY_S:
+            said = now
+            report(
+                f"local endpoints: still loading after {now - started:.0f} s of {timeout:.0f} s: {', '.join(pending)}"
+            )
+        time.sleep(interval)
+    if pending or exited:
+        raise EndpointsNotServing(list(pending.values()), exited, timeout)
+
+
 def _http_ok(url: str) -> bool:
+    # Imported here: it costs more than the rest of a CLI command's start-up (benchmarks/cli_startup.py).
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
             return 200 <= response.status < 300
@@ -160,8 +251,21 @@ class LocalStack:
             "runner": _http_ok(f"{state.functions_url}/admin/host/status"),
         }
 
-    def up(self, report: Callable[[str], None] = print, timeout: float = 90.0) -> StackState:
-        """Start whatever is not running yet and return once everything answers."""
+    def endpoint_status(self) -> dict[str, bool]:
+        """Which local endpoints and deployments answer their health URL now."""
+        return {process.name: _http_ok(process.health_url) for process in serving_processes(self.state_dir)}
+
+    def up(
+        self,
+        report: Callable[[str], None] = print,
+        timeout: float = 90.0,
+        endpoint_timeout: float | None = ENDPOINT_TIMEOUT_S,
+    ) -> StackState:
+        """Start whatever is not running yet and return once everything answers.
+
+        The local endpoints too, unless `endpoint_timeout` is None: EndpointsNotServing names those that did not
+        answer within it (they go on loading in the background).
+        """
         state = self.load() or self.default_state()
         running = self.status()
         for service in SERVICES:
@@ -181,6 +285,8 @@ class LocalStack:
             report(f"{service}: started (pid {state.pids[service]}, log {self.logs / (service + '.log')})")
         self._save(state)
         self._restore_local_endpoints(state, report)
+        if endpoint_timeout is not None:
+            wait_until_serving(serving_processes(self.state_dir), report, endpoint_timeout)
         return state
 
     def _restore_local_endpoints(self, state: StackState, report: Callable[[str], None]) -> None:

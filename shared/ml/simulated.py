@@ -3,7 +3,9 @@
 It stands in for Azure ML in unit tests and in a demo of the event chain on a machine that
 cannot train. Jobs finish after `job_seconds` and publish the same events Azure ML would;
 deployments become ready after `deploy_seconds`; scoring answers with a canned text that names
-the model. State can live in a JSON file so that a restarted runner, and tests, can read it.
+the model. State can live in a JSON file so that a restarted runner, the CLI and tests share it (under a file
+lock: see `SharedStateLock`); `register_model_folder` registers a model from outside the app, and every new
+registration publishes ModelRegistered, as Azure ML does.
 
 A job parameter `simulate_failure` makes a run fail on purpose at "training", "deployment",
 "scoring" (the answer comes back empty) or "quality" (the answer says nothing of the question, so
@@ -21,6 +23,8 @@ retries and idempotence can be tried under the faults Azure ML's clients meet.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import logging
@@ -32,7 +36,8 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from types import TracebackType
+from typing import IO, Any, Concatenate, ParamSpec, TypeVar
 
 from shared.errors import BackendError, ConfigurationError, InvalidParameterError, NotFoundError, TransientError
 from shared.events import ml_job_event_payload
@@ -121,6 +126,49 @@ class TransientFaults:
         return result
 
 
+class SharedStateLock:
+    """The simulated backend's lock: this process's threads, and with a state file every process using it.
+
+    The function host, the CLI (`autopilot register-model`, `autopilot chat`) and tests share one state file,
+    so the outermost holder reads the file again when another process wrote it since, and writes go out
+    before the lock is let go. Reentrant, as the backend's calls call each other.
+    """
+
+    def __init__(self, backend: SimulatedMLBackend) -> None:
+        self._backend = backend
+        self._threads = threading.RLock()
+        self._depth = 0
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        self._depth += 1
+        if self._depth > 1 or self._backend.state_path is None:
+            return
+        try:
+            self._backend.state_path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self._backend.state_path.with_suffix(".lock").open("a")
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+            self._backend.reload_if_changed()
+        except BaseException:
+            self._let_go()
+            raise
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._let_go()
+
+    def _let_go(self) -> None:
+        if self._depth == 1 and self._file is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+        self._depth -= 1
+        self._threads.release()
+
+
 def _faulty(
     method: Callable[Concatenate[SimulatedMLBackend, P], R],
 ) -> Callable[Concatenate[SimulatedMLBackend, P], R]:
@@ -154,15 +202,16 @@ class SimulatedMLBackend:
         default."""
         self._job_seconds = job_seconds
         self._deploy_seconds = deploy_seconds
-        self._state_path = state_path
+        self.state_path = state_path
         self._publisher = publisher
         self._clock = clock
         self.faults = faults or TransientFaults()
-        self._lock = threading.RLock()
         self.state: dict[str, Any] = {"jobs": {}, "models": {}, "endpoints": {}}
-        if state_path is not None and state_path.exists():
-            self.state = json.loads(state_path.read_text())
-        for job in self.state["jobs"].values():
+        self._seen: tuple[int, int, int] | None = None
+        self._lock = SharedStateLock(self)
+        with self._lock:
+            jobs = list(self.state["jobs"].values())
+        for job in jobs:
             if job["status"] not in ("Completed", "Failed", "Canceled"):
                 self._schedule_finish(job["name"])
 
@@ -255,6 +304,7 @@ class SimulatedMLBackend:
     # registry
     @_faulty
     def register_model(self, registration: ModelRegistration) -> RegisteredModel:
+        created = False
         with self._lock:
             job = self.state["jobs"].get(registration.job_name)
             if job is None or job["status"] != "Completed":
@@ -268,21 +318,69 @@ class SimulatedMLBackend:
                     "failure": job["failure"],
                 }
                 self._save()
+                created = True
             record = versions[registration.version]
-            # As the Azure ML adapter does: a version another run registered is that run's, not this one's.
-            owner, asking = record["tags"].get(RUN_TAG), registration.tags.get(RUN_TAG)
-            if owner and asking and owner != asking:
-                raise BackendError(
-                    f"model {registration.model_name}:{registration.version} already belongs to run {owner}, "
-                    f"not {asking}",
-                    category="conflict",
-                )
-            return RegisteredModel(
-                name=registration.model_name,
-                version=registration.version,
-                uri=f"simulated://models/{registration.model_name}/{registration.version}",
-                tags=dict(record["tags"]),
+        if created:
+            # Azure ML raises ModelRegistered for every registration, this app's own too (its handler ignores
+            # those by their run tag); here a lost event fails no run.
+            self._announce_registration(registration.model_name, registration.version, record["tags"], required=False)
+        # As the Azure ML adapter does: a version another run registered is that run's, not this one's.
+        owner, asking = record["tags"].get(RUN_TAG), registration.tags.get(RUN_TAG)
+        if owner and asking and owner != asking:
+            raise BackendError(
+                f"model {registration.model_name}:{registration.version} already belongs to run {owner}, not {asking}",
+                category="conflict",
             )
+        return RegisteredModel(
+            name=registration.model_name,
+            version=registration.version,
+            uri=f"simulated://models/{registration.model_name}/{registration.version}",
+            tags=dict(record["tags"]),
+        )
+
+    def next_model_version(self, name: str) -> str:
+        """The version `register_model_folder` gives `name` next: one above its highest numbered version."""
+        with self._lock:
+            versions = self.state["models"].get(name, {})
+            return str(max((int(v) for v in versions if v.isdigit()), default=0) + 1)
+
+    def register_model_folder(self, folder: Path, name: str, tags: dict[str, str]) -> RegisteredModel:
+        """Register `folder` from outside this app (no run tag) as the next version of `name` (1, 2, ...), and
+        publish its ModelRegistered event; a `TransientError` if that event could not be published.
+
+        Nothing is read from the folder: a simulated deployment of the version answers with canned text.
+        """
+        if not folder.exists():
+            raise NotFoundError(f"{folder} does not exist")
+        with self._lock:
+            version = self.next_model_version(name)
+            self.state["models"].setdefault(name, {})[version] = {
+                "job": "",
+                "source": str(folder.resolve()),
+                "tags": dict(tags),
+                "description": f"registered from {folder} with `autopilot register-model`",
+                "failure": None,
+            }
+            self._save()
+        self._announce_registration(name, version, tags, required=True)
+        return RegisteredModel(name, version, f"simulated://models/{name}/{version}", dict(tags))
+
+    def _announce_registration(self, name: str, version: str, tags: dict[str, str], *, required: bool) -> None:
+        from shared.stages.redeploy import model_registered_payload
+
+        if self._publisher is None:
+            return
+        try:
+            self._publisher.publish(
+                model_registered_payload(name, version, dict(tags), SIMULATED_TOPIC, iso(self._clock()))
+            )
+        except TransientError as exc:
+            if required:
+                raise TransientError(
+                    f"model {name}:{version} is registered, but its ModelRegistered event could not be published, "
+                    f"so nothing rolls it out: {exc}"
+                ) from exc
+            log.warning("model %s:%s registered; its ModelRegistered event was lost: %s", name, version, exc)
 
     # endpoints
     @_faulty
@@ -492,10 +590,29 @@ class SimulatedMLBackend:
                 counts[deployment] = [seen.get(iso(start + timedelta(minutes=i)), 0) for i in range(minutes)]
             return counts
 
-    def _save(self) -> None:
-        if self._state_path is None:
+    def reload_if_changed(self) -> None:
+        """Read the state file again if another process wrote it since this one last read or wrote it."""
+        if self.state_path is None:
             return
-        self._state_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self._state_path.with_suffix(f".{os.getpid()}.tmp")
+        seen = _signature(self.state_path)
+        if seen is not None and seen != self._seen:
+            self.state = json.loads(self.state_path.read_text())
+        self._seen = seen
+
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_path.with_suffix(f".{os.getpid()}.tmp")
         temporary.write_text(json.dumps(self.state, indent=1, sort_keys=True))
-        temporary.replace(self._state_path)
+        temporary.replace(self.state_path)
+        self._seen = _signature(self.state_path)
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    """What tells one write of the file from another (None: no file yet)."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return (found.st_ino, found.st_mtime_ns, found.st_size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +37,13 @@ def test_a_port_that_stays_taken_fails_the_start_after_the_wait(monkeypatch: pyt
             runner._RunnerHttpServer(("127.0.0.1", held.getsockname()[1]), None, None)  # type: ignore[arg-type]
     finally:
         held.close()
+
+
+def test_free_ports_are_distinct_and_outside_the_range_outgoing_connections_get() -> None:
+    from autopilot.local.processes import SERVICE_PORTS, free_port
+
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert all(port in SERVICE_PORTS for port in ports)
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert max(SERVICE_PORTS) < low

@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -33,6 +34,7 @@ from shared.errors import (
 from shared.ml.local import jobs
 from shared.ml.local.parameters import resolve_parameters
 from shared.ml.local.processes import pid_alive, spawn_module, stop_process
+from shared.ml.local.registry import ModelVersionRecord
 from shared.ml.local.serving import DEPLOYMENT_HEADER, HEALTH_PATH, SCORE_PATH, request_log_path
 from shared.ml.local.store import LocalStore, log_tail, read_json
 from shared.ml.local.weights import BaseModel
@@ -281,12 +283,68 @@ class LocalMLBackend:
             tags=tags,
             description=registration.description,
         )
+        if version.created:
+            # Azure ML raises ModelRegistered for every registration, this app's own too (its handler ignores
+            # those by their run tag); the event is a courtesy here, so a stand-in that is down fails no run.
+            self._announce_registration(version, required=False)
         return RegisteredModel(
             name=version.name,
             version=version.version,
             uri=f"models:/{version.name}/{version.version}",
             tags=version.tags,
         )
+
+    def next_model_version(self, name: str) -> str:
+        """The version MLflow gives `name` next (it numbers versions itself: 1, 2, ...)."""
+        from shared.ml.local import registry
+
+        return registry.next_version(self.store, name)
+
+    def register_model_folder(self, folder: Path, name: str, tags: dict[str, str]) -> RegisteredModel:
+        """Register an MLflow model folder from outside this app (no run tag) as the next version of `name`,
+        and publish its ModelRegistered event; a `TransientError` if that event could not be published.
+
+        The folder is copied under the state dir first, so the version outlives the folder it came from.
+        """
+        from shared.ml.local import registry
+
+        if not (folder / "MLmodel").is_file():
+            raise InvalidParameterError(
+                f"{folder} is not an MLflow model folder (it has no MLmodel file): save the model with "
+                "mlflow.transformers.save_model(..., task='text-generation') and give that folder"
+            )
+        copy = self.store.artifact_root / "registered" / name / uuid.uuid4().hex
+        shutil.copytree(folder, copy)
+        version = registry.register_version(
+            self.store,
+            name=name,
+            source=str(copy),
+            run_id=None,
+            tags=dict(tags),
+            description=f"registered from {folder} with `autopilot register-model`",
+        )
+        self._announce_registration(version, required=True)
+        return RegisteredModel(version.name, version.version, f"models:/{version.name}/{version.version}", version.tags)
+
+    def _announce_registration(self, version: ModelVersionRecord, *, required: bool) -> None:
+        from shared.stages.redeploy import model_registered_payload
+
+        if self._publisher is None:
+            return
+        events = model_registered_payload(
+            version.name, version.version, dict(version.tags), jobs.LOCAL_TOPIC, utc_iso(self._clock())
+        )
+        try:
+            self._publisher.publish(events)
+        except TransientError as exc:
+            if required:
+                raise TransientError(
+                    f"model {version.name}:{version.version} is registered, but its ModelRegistered event could "
+                    f"not be published, so nothing rolls it out: {exc}"
+                ) from exc
+            log.warning(
+                "model %s:%s registered; its ModelRegistered event was lost: %s", version.name, version.version, exc
+            )
 
     # endpoints
     def ensure_endpoint(self, name: str, tags: dict[str, str]) -> EndpointInfo:

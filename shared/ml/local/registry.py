@@ -27,6 +27,7 @@ class ModelVersionRecord:
     version: str
     source: str
     tags: dict[str, str]
+    created: bool = False
 
 
 def use_store(store: LocalStore) -> None:
@@ -52,7 +53,7 @@ def ensure_experiment(store: LocalStore, name: str) -> str:
 
 
 def register_version(
-    store: LocalStore, *, name: str, source: str, run_id: str, tags: dict[str, str], description: str
+    store: LocalStore, *, name: str, source: str, run_id: str | None, tags: dict[str, str], description: str
 ) -> ModelVersionRecord:
     """Register `source` as a new version of `name`, or return the version already registered for the run."""
     from mlflow import MlflowClient
@@ -73,8 +74,8 @@ def register_version(
             created = client.create_model_version(name, source, run_id=run_id, tags=tags, description=description)
         except MlflowException as exc:
             raise BackendError(f"MLflow could not register {name} from {source}: {exc.message}") from exc
-    log.info("registered %s version %s (run %s)", name, created.version, run_tag)
-    return ModelVersionRecord(name, str(created.version), str(created.source), dict(created.tags or tags))
+    log.info("registered %s version %s (run %s)", name, created.version, run_tag or "none: from outside")
+    return ModelVersionRecord(name, str(created.version), str(created.source), dict(created.tags or tags), True)
 
 
 def find_version(client: Any, name: str, run_tag: str) -> ModelVersionRecord | None:
@@ -102,6 +103,19 @@ def model_version(store: LocalStore, name: str, version: str) -> ModelVersionRec
     except MlflowException:
         raise NotFoundError(f"model {name}:{version} is not registered in the local MLflow registry") from None
     return ModelVersionRecord(name, str(found.version), str(found.source), dict(found.tags or {}))
+
+
+def next_version(store: LocalStore, name: str) -> str:
+    """The version MLflow gives `name` at its next registration: one above its latest ("1" for a new name)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    use_store(store)
+    try:
+        found = MlflowClient().search_model_versions(f"name = '{_quoted(name)}'")
+    except MlflowException as exc:
+        raise BackendError(f"could not read the versions of {name} from the local MLflow registry: {exc}") from exc
+    return str(max((int(version.version) for version in found), default=0) + 1)
 
 
 def _quoted(text: str) -> str:
