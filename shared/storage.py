@@ -6,6 +6,7 @@ import contextlib
 import io
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, BinaryIO, Protocol, cast
@@ -37,9 +38,18 @@ class BlobStore(Protocol):
         ...
 
     def upload(
-        self, container: str, name: str, data: bytes | IO[bytes], content_type: str = "", content_md5: str = ""
+        self,
+        container: str,
+        name: str,
+        data: bytes | IO[bytes],
+        content_type: str = "",
+        content_md5: str = "",
+        progress: Callable[[int, int | None], None] | None = None,
     ) -> BlobInfo:
-        """Write the blob; `content_md5` (hex) is stored as its Content-MD5 property."""
+        """Write the blob; `content_md5` (hex) is stored as its Content-MD5 property.
+
+        With `progress`, it is called with the bytes sent so far and the blob's size (None if unknown).
+        """
         ...
 
     def url(self, container: str, name: str) -> str: ...
@@ -186,7 +196,13 @@ class AzureBlobStore:
         return cast(BinaryIO, DownloadStream(downloader, f"{container}/{name}"))
 
     def upload(
-        self, container: str, name: str, data: bytes | IO[bytes], content_type: str = "", content_md5: str = ""
+        self,
+        container: str,
+        name: str,
+        data: bytes | IO[bytes],
+        content_type: str = "",
+        content_md5: str = "",
+        progress: Callable[[int, int | None], None] | None = None,
     ) -> BlobInfo:
         from azure.core.exceptions import AzureError, ResourceExistsError
         from azure.storage.blob import ContentSettings
@@ -200,7 +216,9 @@ class AzureBlobStore:
             settings = ContentSettings(
                 content_type=content_type or None, content_md5=bytearray.fromhex(content_md5) if content_md5 else None
             )
-            client.upload_blob(data, overwrite=True, content_settings=settings)
+            # progress_hook(current, total): the bytes sent so far and the blob's size, None if unknown
+            # (azure-storage-blob's BlobClient.upload_blob docstring, azure/storage/blob/_blob_client.py).
+            client.upload_blob(data, overwrite=True, content_settings=settings, progress_hook=progress)
             properties = client.get_blob_properties()
         except AzureError as exc:
             raise TransientError(f"could not upload blob {container}/{name}: {exc}") from exc

@@ -79,10 +79,11 @@ def wait_for_run(
     timeout: float,
     interval: float = 0.5,
     report: Callable[[str], None] | None = None,
+    report_every: float = PROGRESS_EVERY_S,
 ) -> Run | None:
     """The run once `settled(run)` holds, polling the ledger; None if it did not within `timeout` seconds.
 
-    With `report`, a line every PROGRESS_EVERY_S seconds says the wait goes on, and where the run is.
+    With `report`, news every `report_every` seconds says the wait goes on, and where the run is.
     """
     started = time.monotonic()
     said = started
@@ -91,7 +92,7 @@ def wait_for_run(
         if run is not None and settled(run):
             return run
         now = time.monotonic()
-        if report is not None and now - said >= PROGRESS_EVERY_S:
+        if report is not None and now - said >= report_every:
             said = now
             where = (
                 f"{run.stage.value}, {run.status.value}, endpoint {run.endpoint_state or '-'}" if run else "not found"

@@ -139,14 +139,16 @@ def restore_endpoint(args: argparse.Namespace) -> int:
     """Send `RestoreEndpoint` for the endpoint's last live run; wait until it serves again unless told not to."""
 
     from autopilot.commands.common import cli_settings, open_ledger, wait_for_run
-    from autopilot.commands.runs import progress_printer
+    from autopilot.commands.progress import Progress
+    from autopilot.commands.runs import outcome_printer
     from shared.errors import NotFoundError
     from shared.queueing import StorageQueueSender
     from shared.stages.restore import RESTORE_FAILED, request_restore
 
     settings = cli_settings()
     ledger = open_ledger(settings)
-    say = progress_printer(args)
+    say = outcome_printer(args)
+    progress = Progress()
     try:
         run, command = request_restore(ledger, args.endpoint)
     except NotFoundError as exc:
@@ -155,19 +157,21 @@ def restore_endpoint(args: argparse.Namespace) -> int:
         say(f"endpoint {args.endpoint} is live already (run {run.run_id}, {run.scoring_uri})")
         return _restored(args, run.run_id, "live", run.scoring_uri)
     StorageQueueSender(settings.storage_connection).send(command)
-    say(
+    progress.say(
         f"restoring endpoint {args.endpoint}: model {run.model_name}:{run.model_version} as deployment "
         f"{run.deployment_name} (run {run.run_id}); the function app does the work"
     )
     if args.no_wait:
         return _restored(args, run.run_id, "restoring", "")
-    settled = wait_for_run(
-        ledger,
-        run.run_id,
-        lambda current: current.endpoint_state == "live" or current.endpoint_state.startswith(RESTORE_FAILED),
-        args.timeout,
-        report=say,
-    )
+    with progress.waiting(f"waiting for endpoint {args.endpoint} to serve") as wait:
+        settled = wait_for_run(
+            ledger,
+            run.run_id,
+            lambda current: current.endpoint_state == "live" or current.endpoint_state.startswith(RESTORE_FAILED),
+            args.timeout,
+            report=wait.news,
+            report_every=wait.news_every,
+        )
     if settled is not None and settled.endpoint_state == "live":
         say(f"endpoint {args.endpoint} is live again: {settled.scoring_uri}")
         say(f"its keys are new: {_key_command(settings.ml_backend, args.endpoint)}")

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from autopilot.commands.exits import EXIT_FAILED, EXIT_OK, CommandError, NotFound
+from autopilot.commands.progress import Progress, StepHook
 from shared.ledger import STAGE_ORDER, Run, RunLedger, RunStage, RunStatus
 
 # A run appears in the ledger within seconds of its manifest's upload; longer means it never will.
@@ -134,12 +135,13 @@ def follow(
     interval: float = 0.5,
     job_progress: JobProgress | None = None,
     appear_within: float | None = None,
+    on_step: StepHook | None = None,
 ) -> Run | None:
     """Print the run's stages as they happen until it ends; None if it never appeared or time ran out.
 
     With `job_progress` (the job's latest {"step", "steps", "loss"}, or None), training steps are
-    printed too, as the job reports them. With `appear_within`, a run not in the ledger after that
-    many seconds is given up on (None) rather than waited for until `timeout`.
+    printed too, as the job reports them, or handed to `on_step` (a bar) when given. With `appear_within`,
+    a run not in the ledger after that many seconds is given up on (None) rather than waited for until `timeout`.
     """
     started = time.monotonic()
     deadline = started + timeout
@@ -160,10 +162,13 @@ def follow(
                     report(f"  {moment[11:23]}  {stage}")
             if job_progress is not None and run.stage is RunStage.TRAINING and run.job_name:
                 progress = job_progress(run.job_name)
-                line = progress and f"step {progress['step']}/{progress['steps']}, loss {progress['loss']:.3f}"
-                if line and line not in seen:
-                    seen.add(line)
-                    report(f"  {datetime.now(timezone.utc).isoformat(timespec='milliseconds')[11:23]}    {line}")
+                if progress is not None and on_step is not None:
+                    on_step(progress["step"], progress["steps"], progress["loss"])
+                elif progress is not None:
+                    line = f"step {progress['step']}/{progress['steps']}, loss {progress['loss']:.3f}"
+                    if line not in seen:
+                        seen.add(line)
+                        report(f"  {datetime.now(timezone.utc).isoformat(timespec='milliseconds')[11:23]}    {line}")
             if run.finished:
                 return run
         time.sleep(interval)
@@ -198,18 +203,26 @@ def cancel_run(args: argparse.Namespace) -> int:
     except AutopilotError as exc:
         raise CommandError(str(exc), EXIT_FAILED) from exc
     StorageQueueSender(settings.storage_connection).send(command)
-    say = progress_printer(args)
-    say(f"canceling run {args.run_id}: {command.reason}; the function app does the work")
+    progress = Progress()
+    progress.say(f"canceling run {args.run_id}: {command.reason}; the function app does the work")
     if args.no_wait:
         return report(args, {"run_id": args.run_id, "requested": True, "status": None}, EXIT_OK)
-    run = wait_for_run(ledger, args.run_id, lambda current: current.finished, args.timeout, report=say)
+    with progress.waiting(f"waiting for run {args.run_id} to stop") as wait:
+        run = wait_for_run(
+            ledger,
+            args.run_id,
+            lambda current: current.finished,
+            args.timeout,
+            report=wait.news,
+            report_every=wait.news_every,
+        )
     if run is None:
         raise CommandError(
             f"run {args.run_id} had not stopped after {args.timeout:.0f} s",
             EXIT_FAILED,
             hint="is the function app running? `autopilot status` says",
         )
-    say(f"run {args.run_id} ended {run.status.value}: {run.error_message}")
+    outcome_printer(args)(f"run {args.run_id} ended {run.status.value}: {run.error_message}")
     code = EXIT_OK if run.status is RunStatus.CANCELED else EXIT_FAILED
     return report(args, {"run_id": args.run_id, "requested": True, "status": run.status.value}, code)
 
@@ -219,13 +232,20 @@ def show_run(args: argparse.Namespace) -> int:
 
     ledger = _ledger()
     if args.follow:
-        # Progress goes to stderr with --json, so that stdout holds the JSON alone.
-        say = progress_printer(args)
+        # Progress goes to stderr, so that stdout holds the run (its JSON alone with --json).
         settling = upload_settling(args.run_id)
         appear_within = None if settling else APPEAR_WITHIN_S
-        run = follow(
-            ledger, args.run_id, say, args.timeout, job_progress=local_job_progress(), appear_within=appear_within
-        )
+        job_progress = local_job_progress()
+        with Progress().following(f"following run {args.run_id}") as watch:
+            run = follow(
+                ledger,
+                args.run_id,
+                watch.say,
+                args.timeout,
+                job_progress=job_progress,
+                appear_within=appear_within,
+                on_step=watch.step,
+            )
     else:
         run = ledger.get(args.run_id)
     if run is None:
@@ -242,8 +262,11 @@ def show_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def progress_printer(args: argparse.Namespace) -> Callable[[str], None]:
-    """Where a command's progress lines go: stdout for people, stderr when stdout carries --json."""
+def outcome_printer(args: argparse.Namespace) -> Callable[[str], None]:
+    """Where a command's closing lines go: stdout for people, stderr when stdout carries --json.
+
+    Progress during the wait goes to stderr either way (autopilot.commands.progress).
+    """
     if getattr(args, "json", False):
         return lambda line: print(line, file=sys.stderr, flush=True)
     return lambda line: print(line, flush=True)

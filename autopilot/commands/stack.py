@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autopilot.commands.exits import EXIT_OK, EXIT_UNREACHABLE, CommandError
+from autopilot.commands.progress import Progress
 from autopilot.local.stack import ENDPOINT_TIMEOUT_S, SERVICES, EndpointsNotServing, LocalStack
 
 JSON_HELP = "print the outcome as JSON (progress goes to stderr)"
@@ -42,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     status.set_defaults(func=run_status)
 
 
-def _progress(args: argparse.Namespace) -> Callable[[str], None]:
+def _outcome(args: argparse.Namespace) -> Callable[[str], None]:
+    """Where the closing lines go: stdout, or stderr when stdout carries --json. Progress: stderr always."""
     if args.json:
         return lambda line: print(line, file=sys.stderr, flush=True)
     return lambda line: print(line, flush=True)
@@ -51,11 +53,16 @@ def _progress(args: argparse.Namespace) -> Callable[[str], None]:
 def run_up(args: argparse.Namespace) -> int:
     from autopilot.commands.common import settings_env
 
-    say = _progress(args)
+    say = _outcome(args)
+    progress = Progress()
     stack = LocalStack(env=settings_env())
     before = stack.status()
     try:
-        state = stack.up(report=say, endpoint_timeout=None if args.no_wait else args.timeout)
+        state = stack.up(
+            report=progress.say,
+            endpoint_timeout=None if args.no_wait else args.timeout,
+            spinner=progress.waiting,
+        )
     except EndpointsNotServing as exc:
         raise CommandError(
             str(exc),
@@ -81,7 +88,7 @@ def run_down(args: argparse.Namespace) -> int:
     from autopilot.commands.common import settings_env
 
     lines: list[str] = []
-    say = _progress(args)
+    say = _outcome(args)
 
     def report(line: str) -> None:
         lines.append(line)

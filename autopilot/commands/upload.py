@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autopilot.commands.exits import EXIT_OK, CommandError, NotFound
 from autopilot.commands.exits import EXIT_USAGE as EXIT_USAGE
+from autopilot.commands.progress import BytesHook, Progress
 from shared.datasets import MANIFEST_NAME, content_hash, file_md5, make_run_id, split_of
 
 if TYPE_CHECKING:
@@ -89,18 +90,34 @@ def content_type_of(path: Path) -> str:
 
 
 def upload_files(
-    files: list[Path], dataset: str, version: str, store: BlobStore, container: str, report: Callable[[str], None]
+    files: list[Path],
+    dataset: str,
+    version: str,
+    store: BlobStore,
+    container: str,
+    report: Callable[[str], None],
+    progress: Progress | None = None,
 ) -> dict[str, str]:
-    """Upload the files in order as `<dataset>/<version>/<file>`, each with its Content-MD5; {file name: MD5}."""
+    """Upload the files in order as `<dataset>/<version>/<file>`, each with its Content-MD5; {file name: MD5}.
+
+    With `progress` drawing on a terminal, a bar shows each file's bytes as they go.
+    """
     md5s = {}
     for path in files:
         # Stored as the blob's Content-MD5, which spares the app reading the file to identify the run.
         md5 = md5_of(path)
-        with path.open("rb") as handle:
-            blob = store.upload(container, f"{dataset}/{version}/{path.name}", handle, content_type_of(path), md5)
+        name = f"{dataset}/{version}/{path.name}"
+        with path.open("rb") as handle, _byte_bar(progress, path) as sent:
+            # The store is asked for its bytes only when a bar shows them.
+            watch = {"progress": sent} if sent is not None else {}
+            blob = store.upload(container, name, handle, content_type_of(path), md5, **watch)
         report(f"uploaded {path.name} ({blob.size:,} bytes) -> {container}/{blob.name}")
         md5s[path.name] = md5
     return md5s
+
+
+def _byte_bar(progress: Progress | None, path: Path) -> AbstractContextManager[BytesHook | None]:
+    return progress.transfer(path.name, path.stat().st_size) if progress is not None else nullcontext(None)
 
 
 def upload_folder(
@@ -110,6 +127,7 @@ def upload_folder(
     report: Callable[[str], None] = print,
     store: BlobStore | None = None,
     container: str | None = None,
+    progress: Progress | None = None,
 ) -> str:
     """Upload the folder (manifest last) and return the id of the run its content will get.
 
@@ -127,7 +145,7 @@ def upload_folder(
         store = store or AzureBlobStore(settings.storage_connection)
         container = container or settings.training_container
         state_dir = settings.state_dir
-    md5s = upload_files(files, dataset, version, store, container, report)
+    md5s = upload_files(files, dataset, version, store, container, report, progress)
     run_id = make_run_id(dataset, content_hash(md5s.items()))
     if state_dir is not None:
         remember_upload(state_dir, run_id)
@@ -179,11 +197,11 @@ def run(args: argparse.Namespace) -> int:
     directory: Path = args.directory
     dataset, version = upload_target(args)
     _, skipped = check_folder(directory)
-    # With --json, stdout carries only the result; people still see progress on stderr.
-    say: Callable[[str], None] = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    # Progress goes to stderr (a bar of bytes on a terminal): stdout carries only the result.
+    progress = Progress()
     if skipped:
-        say(f"skipping files that are not part of a dataset folder: {', '.join(skipped)}")
-    run_id = upload_folder(directory, dataset, version, report=say)
+        progress.say(f"skipping files that are not part of a dataset folder: {', '.join(skipped)}")
+    run_id = upload_folder(directory, dataset, version, report=progress.say, progress=progress)
     if args.json:
         result = {"run_id": run_id, "dataset": dataset, "version": version, "skipped": skipped}
         print(json.dumps(result, indent=1))

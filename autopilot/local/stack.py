@@ -13,8 +13,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from autopilot.local.processes import (
     PROJECT_ROOT,
@@ -79,6 +81,20 @@ class StackState:
         return f"http://127.0.0.1:{self.ports.eventgrid}"
 
 
+class WaitNews(Protocol):
+    """Where a wait's news goes, every `news_every` seconds (autopilot.commands.progress.Wait)."""
+
+    @property
+    def news(self) -> Callable[[str], None]: ...
+
+    @property
+    def news_every(self) -> float: ...
+
+
+# A spinner shown while the block runs, given what is awaited (autopilot.commands.progress.Progress.waiting).
+Spinner = Callable[[str], AbstractContextManager[WaitNews]]
+
+
 def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
     """AUTOPILOT_STATE_DIR (a relative one from the project folder), else the project's `.autopilot/`.
 
@@ -140,10 +156,12 @@ def wait_until_serving(
     report: Callable[[str], None],
     timeout: float = ENDPOINT_TIMEOUT_S,
     interval: float = 0.25,
+    wait: WaitNews | None = None,
 ) -> None:
     """Return once every process answers its health URL; EndpointsNotServing naming those that did not.
 
-    A line says when each answers, and every PROGRESS_EVERY_S seconds which are still loading.
+    A line says when each answers, and every PROGRESS_EVERY_S seconds (or to `wait`, as often as it asks)
+    which are still loading.
     """
     if not processes:
         return
@@ -163,9 +181,9 @@ def wait_until_serving(
         now = time.monotonic()
         if not pending or now - started >= timeout:
             break
-        if now - said >= PROGRESS_EVERY_S:
+        if now - said >= (wait.news_every if wait else PROGRESS_EVERY_S):
             said = now
-            report(
+            (wait.news if wait else report)(
                 f"local endpoints: still loading after {now - started:.0f} s of {timeout:.0f} s: {', '.join(pending)}"
             )
         time.sleep(interval)
@@ -260,12 +278,14 @@ class LocalStack:
         report: Callable[[str], None] = print,
         timeout: float = 90.0,
         endpoint_timeout: float | None = ENDPOINT_TIMEOUT_S,
+        spinner: Spinner | None = None,
     ) -> StackState:
         """Start whatever is not running yet and return once everything answers.
 
         The local endpoints too, unless `endpoint_timeout` is None: EndpointsNotServing names those that did not
-        answer within it (they go on loading in the background).
+        answer within it (they go on loading in the background). With `spinner`, each wait shows one.
         """
+        spin: Callable[[str], AbstractContextManager[WaitNews | None]] = spinner or (lambda what: nullcontext(None))
         state = self.load() or self.default_state()
         running = self.status()
         for service in SERVICES:
@@ -277,7 +297,8 @@ class LocalStack:
             if state.owns(service):
                 stop_process(pid, timeout=20.0)
             report(f"{service}: starting (waiting up to {timeout:.0f} s until it answers)")
-            state.pids[service] = self._start(service, state, timeout)
+            with spin(f"{service}: starting"):
+                state.pids[service] = self._start(service, state, timeout)
             started = process_start_time(state.pids[service])
             if started is not None:
                 state.started[service] = started
@@ -286,7 +307,8 @@ class LocalStack:
         self._save(state)
         self._restore_local_endpoints(state, report)
         if endpoint_timeout is not None:
-            wait_until_serving(serving_processes(self.state_dir), report, endpoint_timeout)
+            with spin("local endpoints: loading their models") as wait:
+                wait_until_serving(serving_processes(self.state_dir), report, endpoint_timeout, wait=wait)
         return state
 
     def _restore_local_endpoints(self, state: StackState, report: Callable[[str], None]) -> None:
