@@ -145,7 +145,8 @@ def test_the_cli_uploads_a_folder_and_follows_its_run_to_the_end(stack: LocalSta
     (folder / "notes.txt").write_text("not part of the dataset")
     uploaded = autopilot(stack, "upload", str(folder), "--dataset", "cli-test", "--version", "v7")
     assert uploaded.returncode == 0, uploaded.stderr
-    assert "skipping" in uploaded.stdout and "notes.txt" in uploaded.stdout
+    said = uploaded.stdout + uploaded.stderr  # progress (the skipped file) goes to stderr, the run id to stdout
+    assert "skipping" in said and "notes.txt" in said
     run_id = uploaded.stdout.split("run id: ")[1].split()[0]
     followed = autopilot(stack, "run", run_id, "--follow", "--timeout", "90")
     assert followed.returncode == 0, followed.stdout + followed.stderr
