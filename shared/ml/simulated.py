@@ -366,21 +366,11 @@ class SimulatedMLBackend:
         return RegisteredModel(name, version, f"simulated://models/{name}/{version}", dict(tags))
 
     def _announce_registration(self, name: str, version: str, tags: dict[str, str], *, required: bool) -> None:
-        from shared.stages.redeploy import model_registered_payload
+        from shared.stages.redeploy import announce_registration
 
-        if self._publisher is None:
-            return
-        try:
-            self._publisher.publish(
-                model_registered_payload(name, version, dict(tags), SIMULATED_TOPIC, iso(self._clock()))
-            )
-        except TransientError as exc:
-            if required:
-                raise TransientError(
-                    f"model {name}:{version} is registered, but its ModelRegistered event could not be published, "
-                    f"so nothing rolls it out: {exc}"
-                ) from exc
-            log.warning("model %s:%s registered; its ModelRegistered event was lost: %s", name, version, exc)
+        announce_registration(
+            self._publisher, name, version, tags, SIMULATED_TOPIC, iso(self._clock()), required=required
+        )
 
     # endpoints
     @_faulty

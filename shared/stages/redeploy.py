@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.datasets import slug
-from shared.errors import MalformedMessageError
+from shared.errors import MalformedMessageError, TransientError
 from shared.ledger import Run, RunStage, RunStatus, iso
 from shared.messages import DeployModel
-from shared.ml.port import RUN_TAG
+from shared.ml.port import RUN_TAG, MLEventPublisher
 from shared.stages.context import StageContext, log
 
 MODEL_REGISTERED = "Microsoft.MachineLearningServices.ModelRegistered"
@@ -74,6 +74,34 @@ def model_registered_payload(
             "metadataVersion": "1",
         }
     ]
+
+
+def announce_registration(
+    publisher: MLEventPublisher | None,
+    model_name: str,
+    model_version: str,
+    tags: dict[str, str],
+    topic: str,
+    event_time: str,
+    *,
+    required: bool,
+) -> None:
+    """Publish a registration's ModelRegistered event, as Azure ML does for every one (for non-Azure backends).
+
+    `required`: a registration from outside, which only its event rolls out: a lost event is a `TransientError`.
+    Otherwise (the app's own registrations, which the handler ignores) a lost event is only logged.
+    """
+    if publisher is None:
+        return
+    try:
+        publisher.publish(model_registered_payload(model_name, model_version, dict(tags), topic, event_time))
+    except TransientError as exc:
+        if required:
+            raise TransientError(
+                f"model {model_name}:{model_version} is registered, but its ModelRegistered event could not be "
+                f"published, so nothing rolls it out: {exc}"
+            ) from exc
+        log.warning("model %s:%s registered; its ModelRegistered event was lost: %s", model_name, model_version, exc)
 
 
 def redeploy_model(event: ModelRegistered, ctx: StageContext) -> DeployModel | None:

@@ -327,24 +327,17 @@ class LocalMLBackend:
         return RegisteredModel(version.name, version.version, f"models:/{version.name}/{version.version}", version.tags)
 
     def _announce_registration(self, version: ModelVersionRecord, *, required: bool) -> None:
-        from shared.stages.redeploy import model_registered_payload
+        from shared.stages.redeploy import announce_registration
 
-        if self._publisher is None:
-            return
-        events = model_registered_payload(
-            version.name, version.version, dict(version.tags), jobs.LOCAL_TOPIC, utc_iso(self._clock())
+        announce_registration(
+            self._publisher,
+            version.name,
+            version.version,
+            version.tags,
+            jobs.LOCAL_TOPIC,
+            utc_iso(self._clock()),
+            required=required,
         )
-        try:
-            self._publisher.publish(events)
-        except TransientError as exc:
-            if required:
-                raise TransientError(
-                    f"model {version.name}:{version.version} is registered, but its ModelRegistered event could "
-                    f"not be published, so nothing rolls it out: {exc}"
-                ) from exc
-            log.warning(
-                "model %s:%s registered; its ModelRegistered event was lost: %s", version.name, version.version, exc
-            )
 
     # endpoints
     def ensure_endpoint(self, name: str, tags: dict[str, str]) -> EndpointInfo:
