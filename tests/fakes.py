@@ -6,6 +6,7 @@ import copy
 import hashlib
 import io
 import itertools
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import IO, BinaryIO
@@ -87,10 +88,18 @@ class FakeBlobStore:
         return io.BytesIO(self.blobs[(container, name)])
 
     def upload(
-        self, container: str, name: str, data: bytes | IO[bytes], content_type: str = "", content_md5: str = ""
+        self,
+        container: str,
+        name: str,
+        data: bytes | IO[bytes],
+        content_type: str = "",
+        content_md5: str = "",
+        progress: Callable[[int, int | None], None] | None = None,
     ) -> BlobInfo:
         """Like Put Blob: Content-MD5 is the one given, else (`service_md5`) the content's."""
         content = data if isinstance(data, bytes) else data.read()
+        if progress is not None:
+            progress(len(content), len(content))
         self.blobs[(container, name)] = content
         self.etags[(container, name)] = f'"0x{next(self._etags):X}"'
         md5 = content_md5 or (hashlib.md5(content).hexdigest() if self.service_md5 else "")

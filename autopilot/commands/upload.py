@@ -108,9 +108,7 @@ def upload_files(
         md5 = md5_of(path)
         name = f"{dataset}/{version}/{path.name}"
         with path.open("rb") as handle, _byte_bar(progress, path) as sent:
-            # The store is asked for its bytes only when a bar shows them.
-            watch = {"progress": sent} if sent is not None else {}
-            blob = store.upload(container, name, handle, content_type_of(path), md5, **watch)
+            blob = store.upload(container, name, handle, content_type_of(path), md5, sent)
         report(f"uploaded {path.name} ({blob.size:,} bytes) -> {container}/{blob.name}")
         md5s[path.name] = md5
     return md5s

@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -136,9 +137,17 @@ class FakeBlobStore:
         self.md5s: dict[tuple[str, str], str] = {}
 
     def upload(
-        self, container: str, name: str, data: bytes | IO[bytes], content_type: str = "", content_md5: str = ""
+        self,
+        container: str,
+        name: str,
+        data: bytes | IO[bytes],
+        content_type: str = "",
+        content_md5: str = "",
+        progress: Callable[[int, int | None], None] | None = None,
     ) -> BlobInfo:
         content = data if isinstance(data, bytes) else data.read()
+        if progress is not None:
+            progress(len(content), len(content))
         self.blobs[(container, name)] = content
         self.md5s[(container, name)] = content_md5
         return BlobInfo(container, name, self.url(container, name), "etag", len(content), content_md5)
