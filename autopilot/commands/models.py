@@ -9,10 +9,12 @@ A model whose name AUTOPILOT_REDEPLOY_MODELS matches is then rolled out through 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Protocol
+from urllib.parse import urlsplit
+from typing import Protocol, cast
 
 from autopilot.commands.exits import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, START_THE_STACK, CommandError, NotFound
 from shared.ml.port import RUN_TAG, RegisteredModel
@@ -107,7 +109,7 @@ def _registering_backend(settings: Settings) -> RegistersModelFolders:
     from autopilot.commands.common import settings_env
     from autopilot.local.processes import port_answers
     from autopilot.local.stack import LocalStack
-    from shared.ml.publisher import HttpEventPublisher
+    from shared.bootstrap import build_backend
 
     if settings.ml_backend == "azureml":
         raise CommandError(
@@ -120,32 +122,15 @@ def _registering_backend(settings: Settings) -> RegistersModelFolders:
     if not publish_url:
         stack = LocalStack(env=env)
         publish_url = f"{(stack.load() or stack.default_state()).eventgrid_url}/api/events"
-    port = int(publish_url.split("://", 1)[-1].split("/", 1)[0].rpartition(":")[2] or 80)
-    if not port_answers(port):
+    if not port_answers(urlsplit(publish_url).port or 80):
         raise CommandError(
             f"the local stack is not running: nothing answers at {publish_url} (the Event Grid stand-in)",
             EXIT_UNREACHABLE,
             START_THE_STACK,
         )
-    publisher = HttpEventPublisher(publish_url)
-    if settings.ml_backend == "local":
-        from shared.ml.local.backend import LocalMLBackend
-
-        return LocalMLBackend(
-            settings.state_dir,
-            storage_connection=settings.storage_connection.require_connection_string("the local ML backend"),
-            publish_url=publish_url,
-            base_model=settings.local_base_model,
-            max_jobs=settings.local_max_jobs,
-            publisher=publisher,
-            watch_seconds=None,
-        )
-    from shared.ml.simulated import SimulatedMLBackend
-
-    # No job timers here: the function host's backend finishes the jobs; this one only registers.
-    return SimulatedMLBackend(
-        job_seconds=None, state_path=settings.state_dir / "simulated-backend.json", publisher=publisher
-    )
+    # The backend as the function host builds it, publishing to the stand-in that answered; no job timers here.
+    backend = build_backend(dataclasses.replace(settings, eventgrid_publish_url=publish_url), watch=False)
+    return cast(RegistersModelFolders, backend)
 
 
 def _redeploy_note(registered: RegisteredModel) -> str:
