@@ -13,8 +13,8 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Protocol, cast
+from urllib.parse import urlsplit
 
 from autopilot.commands.exits import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, START_THE_STACK, CommandError, NotFound
 from shared.ml.port import RUN_TAG, RegisteredModel
